@@ -1,0 +1,1 @@
+//! OBD-II (SAE J1979): not implemented yet.

@@ -1,0 +1,27 @@
+//! `clutch`: the one binary. Thin composition root; each subcommand lives in its own module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod decode;
+
+#[derive(Debug, Parser)]
+#[command(name = "clutch", version, about = "Clutch telematics backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode tracker frames and print them as JSON (the stable decoder contract).
+    Decode(decode::DecodeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Decode(args) => decode::run(args),
+    }
+}
