@@ -1,0 +1,8 @@
+//! Fuzz the ruptela codec: framing and decoding of arbitrary bytes over every transport.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    clutch_fuzz::exercise(protocols::Protocol::Ruptela, data);
+});
