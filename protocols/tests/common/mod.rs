@@ -100,7 +100,9 @@ impl Decoded {
 }
 
 pub fn decode(protocol: Protocol, v: &Vector) -> Decoded {
-    let mut codec = protocol.codec(v.transport).unwrap_or_else(|e| panic!("{}: {e}", v.label()));
+    let mut codec = protocol
+        .codec(v.transport)
+        .unwrap_or_else(|e| panic!("{}: {e}", v.label()));
     let (messages, errors) = decode_all(codec.as_mut(), &v.bytes, &ctx());
     Decoded { messages, errors }
 }
@@ -126,7 +128,9 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 
 fn check_time(r: &mut Report, v: &Vector, what: &str, ours: DateTime<Utc>, expected: &Value) {
     if let Some(s) = expected.as_str() {
-        let want: DateTime<Utc> = s.parse().unwrap_or_else(|e| panic!("{}: bad timestamp {s}: {e}", v.label()));
+        let want: DateTime<Utc> = s
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: bad timestamp {s}: {e}", v.label()));
         r.checked_values += 1;
         if ours != want {
             r.fail(v, format!("{what}: time {ours} != expected {want}"));
@@ -147,8 +151,22 @@ fn check_f64(r: &mut Report, v: &Vector, what: &str, ours: Option<f64>, expected
 /// Check one fix against an expect object with the keys the vectors use.
 pub fn check_position(r: &mut Report, v: &Vector, what: &str, p: &Position, e: &Value) {
     check_time(r, v, &format!("{what}.timestamp"), p.time, &e["timestamp"]);
-    check_f64(r, v, &format!("{what}.latitude"), Some(p.latitude), &e["latitude"], 1e-5);
-    check_f64(r, v, &format!("{what}.longitude"), Some(p.longitude), &e["longitude"], 1e-5);
+    check_f64(
+        r,
+        v,
+        &format!("{what}.latitude"),
+        Some(p.latitude),
+        &e["latitude"],
+        1e-5,
+    );
+    check_f64(
+        r,
+        v,
+        &format!("{what}.longitude"),
+        Some(p.longitude),
+        &e["longitude"],
+        1e-5,
+    );
     if let Some(valid) = e["valid"].as_bool() {
         r.checked_values += 1;
         if p.valid != valid {
@@ -157,7 +175,14 @@ pub fn check_position(r: &mut Report, v: &Vector, what: &str, p: &Position, e: &
     }
     check_f64(r, v, &format!("{what}.speed_kmh"), p.speed_kmh, &e["speed_kmh"], 0.01);
     if let Some(knots) = e["speed_knots"].as_f64() {
-        check_f64(r, v, &format!("{what}.speed(knots)"), p.speed_kmh, &Value::from(knots * 1.852), 0.01);
+        check_f64(
+            r,
+            v,
+            &format!("{what}.speed(knots)"),
+            p.speed_kmh,
+            &Value::from(knots * 1.852),
+            0.01,
+        );
     }
     for key in ["altitude", "altitude_m"] {
         check_f64(r, v, &format!("{what}.altitude"), p.altitude_m, &e[key], 0.01);
@@ -166,7 +191,14 @@ pub fn check_position(r: &mut Report, v: &Vector, what: &str, p: &Position, e: &
         check_f64(r, v, &format!("{what}.course"), p.course_deg, &e[key], 0.01);
     }
     for key in ["satellites", "gps_satellites"] {
-        check_f64(r, v, &format!("{what}.satellites"), p.satellites.map(f64::from), &e[key], 0.0);
+        check_f64(
+            r,
+            v,
+            &format!("{what}.satellites"),
+            p.satellites.map(f64::from),
+            &e[key],
+            0.0,
+        );
     }
 }
 
@@ -179,10 +211,16 @@ pub fn run_protocol(protocol: Protocol, mut extra: impl FnMut(&mut Report, &Vect
         r.frames += 1;
         let d = decode(protocol, v);
         if v.integrity == "checksum_mismatch_in_frame" {
-            if d.errors.iter().any(|e| matches!(e, DecodeError::Checksum { .. } | DecodeError::Length { .. })) {
+            if d.errors
+                .iter()
+                .any(|e| matches!(e, DecodeError::Checksum { .. } | DecodeError::Length { .. }))
+            {
                 r.rejected_bad_checksum += 1;
             } else {
-                r.fail(v, format!("frame with a wrong checksum was not rejected: errors {:?}", d.errors));
+                r.fail(
+                    v,
+                    format!("frame with a wrong checksum was not rejected: errors {:?}", d.errors),
+                );
             }
             continue;
         }
@@ -230,7 +268,14 @@ pub fn run_protocol(protocol: Protocol, mut extra: impl FnMut(&mut Report, &Vect
         if let Some(records) = e["records"].as_array() {
             r.checked_values += 1;
             if positions.len() != records.len() {
-                r.fail(v, format!("{} positions decoded, {} records expected", positions.len(), records.len()));
+                r.fail(
+                    v,
+                    format!(
+                        "{} positions decoded, {} records expected",
+                        positions.len(),
+                        records.len()
+                    ),
+                );
             } else {
                 for (i, (p, rec)) in positions.iter().zip(records).enumerate() {
                     check_position(&mut r, v, &format!("records[{i}]"), p, rec);
@@ -244,7 +289,9 @@ pub fn run_protocol(protocol: Protocol, mut extra: impl FnMut(&mut Report, &Vect
                 r.fail(v, format!("ack {ours:?} != expected {want}"));
             }
         }
-        let ack_text = e["traccar_ack_text"].as_str().or(e["traccar_ack_text_if_ack_enabled"].as_str());
+        let ack_text = e["traccar_ack_text"]
+            .as_str()
+            .or(e["traccar_ack_text_if_ack_enabled"].as_str());
         if let Some(want) = ack_text {
             r.checked_values += 1;
             let ours = d.ack().map(|a| String::from_utf8_lossy(&a).into_owned());
@@ -254,7 +301,10 @@ pub fn run_protocol(protocol: Protocol, mut extra: impl FnMut(&mut Report, &Vect
         }
         if let Some(template) = e["traccar_ack_template"].as_str() {
             r.checked_values += 1;
-            let want = template.replace("<server UTC yyyyMMddHHmmss>", &ctx().now.format("%Y%m%d%H%M%S").to_string());
+            let want = template.replace(
+                "<server UTC yyyyMMddHHmmss>",
+                &ctx().now.format("%Y%m%d%H%M%S").to_string(),
+            );
             let ours = d.ack().map(|a| String::from_utf8_lossy(&a).into_owned());
             if ours.as_deref() != Some(want.as_str()) {
                 r.fail(v, format!("ack {ours:?} != expected {want:?}"));
@@ -304,7 +354,10 @@ fn check_framing(r: &mut Report, protocol: Protocol, v: &Vector, expected: &[Val
         .map(|f| hex::decode(f.as_str().unwrap_or("")).unwrap_or_default())
         .collect();
     let ok = ours.len() == want.len()
-        && ours.iter().zip(&want).all(|(o, w)| o.starts_with(w) && o.len() <= w.len() + 2);
+        && ours
+            .iter()
+            .zip(&want)
+            .all(|(o, w)| o.starts_with(w) && o.len() <= w.len() + 2);
     if !ok {
         r.fail(
             v,
