@@ -33,7 +33,7 @@
 //!   per record u16 LE length (of what follows it), u16 LE index and four parameter groups (1-, 2-,
 //!   4-byte little-endian values, then id + length + bytes). Ids are one byte, or two when the first
 //!   is 0xFE. Every record becomes a position; every value is kept in `io` under its numeric id and
-//!   the known ids are also mapped (see [`apply_cce`]). A batch is one `Position` message; event
+//!   the known ids are also mapped (see `apply_cce`). A batch is one `Position` message; event
 //!   alarms are carried as attributes of the record that raised them.
 //! * `CCC` (older binary cache upload): an 8-byte header kept raw, then 52-byte records.
 //! * `D03` (reply to a photo request) → `CommandResponse`; `D00` (photo chunk) → `Other` with the
@@ -274,7 +274,7 @@ fn frame_meitrack(buf: &[u8], eof: bool) -> Framing {
         return Framing::Incomplete;
     }
     // The length field does not match the bytes: cut a text frame at its terminator (decode
-    // then reports the length error); a binary frame at its declared length.
+    // accepts it only if its checksum is right); a binary frame at its declared length.
     if !binary {
         if let Some(t) = find_text_end(buf, comma + 1, eof) {
             return Framing::Frame { start: s, end: t };
@@ -1257,8 +1257,20 @@ fn aaa_time(t: DateTime<Utc>) -> Result<String, EncodeError> {
     ))
 }
 
+fn check_fix(pos: &Position) -> Result<(), EncodeError> {
+    if (-90.0..=90.0).contains(&pos.latitude) && (-180.0..=180.0).contains(&pos.longitude) {
+        Ok(())
+    } else {
+        Err(EncodeError::Invalid {
+            field: "coordinates",
+            reason: format!("{},{} is not a position", pos.latitude, pos.longitude),
+        })
+    }
+}
+
 /// The data of an `AAA` report for one fix.
 fn aaa_data(pos: &Position, event: u32) -> Result<String, EncodeError> {
+    check_fix(pos)?;
     let a = &pos.attributes;
     let round = |v: Option<f64>| v.map_or(0, |v| v.round().max(0.0) as u64);
     let mut cell = String::new();
@@ -1324,6 +1336,7 @@ fn clamp_u32(v: f64) -> u32 {
 
 /// One CCE record (length, index and the four groups).
 fn cce_record(out: &mut Vec<u8>, index: u16, pos: &Position, event: Option<u32>) -> Result<(), EncodeError> {
+    check_fix(pos)?;
     let a = &pos.attributes;
     let mut g1: Vec<(u8, u8)> = vec![(0x05, u8::from(pos.valid)), (0x06, pos.satellites.unwrap_or(0))];
     if let Some(r) = a.rssi {

@@ -15,7 +15,7 @@
 //!   speed km/h, HDOP ×0.1, event id (u8; u16 for 68), then IO groups of 1-, 2-, 4- and 8-byte
 //!   values, each `u8 count` + (id, value) with u8 ids (u16 for 68). Every raw value is kept in `io`
 //!   under its numeric id (unsigned, as sent) and the known ids are mapped as PROTOCOLS.md §9 lists
-//!   (see [`apply_io`]): motion 13/173, power 29 and battery 30 (mV), iButton 34, engine load 39,
+//!   (see `apply_io`): motion 13/173, power 29 and battery 30 (mV), iButton 34, engine load 39,
 //!   odometer 65 / 163 (×5) / 645 (OBD, km), jamming 88, RPM 94 (×0.25) / 166, 197 (×0.125), OBD
 //!   speed 95 / 165 (/256), fuel level 98 (×100/255) / 205 / 207 (×0.4), fuel rate 100 (/20), harsh
 //!   braking 134 and acceleration 136, trip 164 (×5), fuel used 208 (×0.5), ignition 251/409, tow
@@ -25,7 +25,9 @@
 //!   A cmd-68 record split over several parts (record extension `0xNC`: N parts, this is part C)
 //!   is still one position per part, but the first part also gets the typed attributes and raw
 //!   values of the later parts, so a consumer keeping one fix per timestamp keeps everything.
-//!   A record batch is one `Position` message; IO alarms are attributes of their record.
+//!   A record batch is one `Position` message (`records_left`/`record_count` in its `io`; a
+//!   record's non-zero priority, timestamp extension and the cmd-68 record extension in the
+//!   record's `io`); IO alarms are attributes of their record.
 //! * 9 DTCs → one `Obd` message, a position per code (`dtcs`), `archive` flag in `io`.
 //! * 15 identification → `Login` (firmware version, IMSI and operator code in `io`, laid out as
 //!   real FM devices send them), 16 heartbeat → `Heartbeat`.
@@ -367,10 +369,15 @@ impl RuptelaCodec {
                 event: Some(event),
                 ..Attributes::default()
             };
-            attrs.io.push_name("priority", IoValue::U64(u64::from(priority)));
-            attrs
-                .io
-                .push_name("timestamp_extension", IoValue::U64(u64::from(timestamp_extension)));
+            // Zero is by far the common case; leaving it out saves two allocations per record.
+            if priority != 0 {
+                attrs.io.push_name("priority", IoValue::U64(u64::from(priority)));
+            }
+            if timestamp_extension != 0 {
+                attrs
+                    .io
+                    .push_name("timestamp_extension", IoValue::U64(u64::from(timestamp_extension)));
+            }
             if let Some(ext) = record_extension {
                 attrs.io.push_name("record_extension", IoValue::U64(u64::from(ext)));
             }
@@ -801,6 +808,10 @@ fn record_io(attrs: &Attributes) -> Vec<(u32, u64, usize)> {
     let replaced: &[u32] = &[409, 13, 94, 166, 95, 98, 205, 163, 645];
     for (key, value) in &attrs.io.0 {
         if let (crate::model::IoKey::Id(id), IoValue::U64(v)) = (key, value) {
+            // Ids are 16 bits on the wire at most.
+            if *id > 0xFFFF {
+                continue;
+            }
             let typed_elsewhere = replaced.contains(id)
                 && match id {
                     409 => attrs.ignition.is_some(),
@@ -848,6 +859,12 @@ fn encode_record(out: &mut Vec<u8>, pos: &Position, event: u32, extended: bool) 
         out.push(0);
     }
     out.push(io_name_u64(a, "priority").map_or(0, |v| v as u8));
+    if pos.valid && !((-90.0..=90.0).contains(&pos.latitude) && (-180.0..=180.0).contains(&pos.longitude)) {
+        return Err(EncodeError::Invalid {
+            field: "coordinates",
+            reason: format!("{},{} is not a position", pos.latitude, pos.longitude),
+        });
+    }
     if pos.valid {
         let coord = |v: f64| (v * 1e7).round().clamp(f64::from(i32::MIN + 1), f64::from(i32::MAX)) as i32;
         out.extend_from_slice(&coord(pos.longitude).to_be_bytes());

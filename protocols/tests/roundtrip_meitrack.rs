@@ -235,3 +235,54 @@ fn rfid_swipe_round_trip() {
     let (out, _) = decode(&encode(&msg));
     assert_eq!(out[0].positions[0].attributes.driver_id.as_deref(), Some("006380DF"));
 }
+
+/// Re-seal a mutated `$$` frame (length and checksum) so decoding reaches the payload parsers.
+fn reseal(flag: u8, inner: &[u8]) -> Vec<u8> {
+    let len = inner.len() + 1 + 5;
+    let mut out = format!("$${}{len},", flag as char).into_bytes();
+    out.extend_from_slice(inner);
+    out.push(b'*');
+    let sum = out.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    out.extend_from_slice(format!("{sum:02X}\r\n").as_bytes());
+    out
+}
+
+/// The public uplink vectors, read once.
+fn uplink_frames() -> &'static [Vec<u8>] {
+    static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FRAMES.get_or_init(|| {
+        common::load("meitrack")
+            .into_iter()
+            .filter(|v| v.direction == "uplink")
+            .map(|v| v.bytes)
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Frames with a right checksum but corrupted contents decode or fail with a typed error.
+    #[test]
+    fn sealed_garbage_never_panics(which in 0usize..40, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..12),
+                                   cut in any::<usize>()) {
+        let vectors = uplink_frames();
+        let frame = &vectors[which % vectors.len()];
+        let Some(comma) = frame.iter().position(|&b| b == b',') else { return Ok(()) };
+        let Some(star) = frame.iter().rposition(|&b| b == b'*') else { return Ok(()) };
+        if star <= comma { return Ok(()); }
+        let mut inner = frame[comma + 1..star].to_vec();
+        // Keep the IMEI and command so the frame reaches the payload parser.
+        let keep = inner.iter().position(|&b| b == b',').map_or(0, |p| p + 5).min(inner.len());
+        for (pos, byte) in flips {
+            if inner.len() > keep {
+                let i = keep + pos % (inner.len() - keep);
+                inner[i] = byte;
+            }
+        }
+        if inner.len() > keep {
+            inner.truncate(keep + cut % (inner.len() - keep + 1));
+        }
+        let _ = decode(&reseal(frame[2], &inner));
+    }
+}

@@ -260,3 +260,48 @@ fn command_response_round_trip() {
         assert_eq!(out[0].message_type.as_deref(), Some(ty.unwrap_or("7")));
     }
 }
+
+/// Re-seal a mutated device frame (length and CRC) so decoding reaches the record parser.
+fn reseal(mut body: Vec<u8>) -> Vec<u8> {
+    body.truncate(4090);
+    let mut out = ((body.len()) as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    let crc = protocols::checksum::crc16_kermit(&body);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The public uplink vectors, read once.
+fn uplink_frames() -> &'static [Vec<u8>] {
+    static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FRAMES.get_or_init(|| {
+        common::load("ruptela")
+            .into_iter()
+            .filter(|v| v.direction == "uplink")
+            .map(|v| v.bytes)
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Valid-CRC frames with corrupted contents decode or fail with a typed error, never panic.
+    #[test]
+    fn sealed_garbage_never_panics(which in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..12),
+                                   cut in any::<usize>()) {
+        let vectors = uplink_frames();
+        let frame = &vectors[which % vectors.len()];
+        let mut body = frame[2..frame.len().saturating_sub(2).max(2)].to_vec();
+        for (pos, byte) in flips {
+            if !body.is_empty() {
+                let i = pos % body.len();
+                body[i] = byte;
+            }
+        }
+        if body.len() > 9 {
+            body.truncate(9 + cut % (body.len() - 8));
+        }
+        let _ = decode(&reseal(body));
+    }
+}

@@ -56,8 +56,9 @@ fn ruptela_checks(r: &mut Report, v: &Vector, d: &Decoded) {
                     r,
                     v,
                     &format!("records[{i}].priority"),
-                    io_u64(p.attributes.io.get_name("priority")),
-                    Some(pr),
+                    // Left out when zero.
+                    io_u64(p.attributes.io.get_name("priority")).unwrap_or(0),
+                    pr,
                 );
             }
             if let Some(x) = rec["record_extension"].as_u64() {
