@@ -15,8 +15,12 @@
 //!     (u16), a CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over everything after the 4-byte
 //!     header up to the CRC, and CR LF. A length outside 11..=[`MAX_BINARY`] or a frame not
 //!     ending in CR LF makes the framer resynchronise on the next `+`.
-//! - **Decoding** text reports into [`Message`]s (see [`text`] for the per-report layouts and
-//!   which Traccar attribute names the raw values keep) and binary reports (see [`binary`]).
+//! - **Decoding** text reports into [`Message`]s (see `text.rs` for the per-report layouts and
+//!   which Traccar attribute names the raw values keep) and binary reports (`binary.rs`).
+//!   Kinds: `+ACK:GTHBD` heartbeat, other `+ACK:` command_response (result = the whole
+//!   acknowledgement); GTOBD/GTCAN obd; SOS, SPD, TOW, IDL, PNA/PFA, EPN/MPN, EPF/MPF, BPL,
+//!   SWG, TMP/TEM, JDR/JDS, HBM, DAR alarm; INF, VER, GSM, LBS, WIF, BID, BAA, DTT, DAT other;
+//!   every other report (FRI, ERI, IGN/IGF/VGN/VGF, STT, NMR, STR, LSW, IDA …) position.
 //! - **Acks.** `+ACK:GTHBD,<ver>,…,<count>` (heartbeat) is answered `+SACK:GTHBD,<ver>,<count>$`;
 //!   every other text message `+SACK:<count>$`. Traccar sends the latter only when `gl200.ack`
 //!   is configured; we always send it, because acknowledging only after durable storage is the
@@ -30,8 +34,17 @@
 //!   model learnt from the session's protocol version field, or `gl200` before any report was
 //!   seen. A device whose password was changed is commanded with [`Command::Custom`], whose
 //!   text is sent verbatim (a full `AT+GT…=<password>,…$` line).
-//! - **Device side** ([`encode::Gl200Device`]): what a GV500-class tracker sends, for the
+//! - **Device side** (`encode::Gl200Device`): what a GV500-class tracker sends, for the
 //!   simulator and round-trip tests.
+//!
+//! # Coverage
+//! Fully laid out (every field named or typed): GTFRI/GEO/RTL/DOG (all four trailer variants),
+//! GTERI (fuel, 1-wire, BLE masks), GTIGN/IGF/VGN/VGF, GTOBD (report mask bits 0–22), GTINF,
+//! GTVER, GTIDA, GTLSW/TSW, GTBID/BAA, GTDTT, GTDAT, GTPNA/PFA, `+ACK`. Partly: GTCAN (the
+//! first and extension masks are decoded; third-mask and EV/tyre data are kept raw), GTERI with
+//! CAN data (mask bit 2, kept raw), GTLSA, GTGSM/LBS/WIF (cell and Wi-Fi lists raw), the
+//! generic reports (alarms, STT, NMR, STR …: fix, report type, battery) and binary messages
+//! (`+RSP`/`+EVT` fixes only; others raw).
 
 mod binary;
 pub(crate) mod encode;

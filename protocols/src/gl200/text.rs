@@ -452,8 +452,7 @@ fn blocks_scanned(r: &Report, first: usize, out: &mut Vec<Position>) -> usize {
     let mut s = first;
     loop {
         let (mut pos, idx) = gps_at(r, s);
-        let idx = cell_at(r, idx, pos.as_mut());
-        let mut idx = idx;
+        let mut idx = cell_at(r, idx, pos.as_mut());
         let twelfth = r.get(idx);
         if APPEND_MASK_MODELS.contains(&r.model) && twelfth.len() == 2 {
             // Newer firmware: an append mask (bit 0 satellites, bit 1 trigger type, bit 4
@@ -580,7 +579,7 @@ fn decode_fri(r: &Report) -> Out {
         return out;
     };
     // <external power mV>,<report id/type>,<number>[,<reserved>][,<battery %>]
-    let pre: Vec<&str> = r.v.get(name_i + 1..first).unwrap_or_default().to_vec();
+    let pre: &[&str] = r.v.get(name_i + 1..first).unwrap_or_default();
     let power = pre.first().copied().and_then(uint);
     if let Some(mv) = power.filter(|p| *p > 10) {
         out.attrs.power_v = Some(mv as f64 / 1000.0);
@@ -644,7 +643,7 @@ fn decode_fri(r: &Report) -> Out {
         a.rpm = uint(g(6 + k)).map(|v| v as f64);
         io_text(a, "fuelConsumption", g(7 + k));
         a.fuel_level_pct = uint(g(8 + k)).map(|v| v as f64);
-    } else if t.len() >= 2 && int(g(0)).is_some_and(|v| (-9..=9).contains(&v)) && digits(g(1), 1, 3) {
+    } else if t.len() >= 2 && digits(g(0).strip_prefix('-').unwrap_or(g(0)), 1, 1) && digits(g(1), 1, 3) {
         // GL200-era trailer: <CSQ>,<battery %>
         if let Some(rt) = report_type {
             a.motion = Some(rt & 1 != 0);
