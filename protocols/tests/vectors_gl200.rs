@@ -227,3 +227,50 @@ fn command_password_follows_the_session_model() {
     let locate = codec.encode_command("", &Command::Locate, &ctx).unwrap();
     assert_eq!(locate, b"AT+GTRTO=gv500,1,,,,,,FFFF$");
 }
+
+mod mutations {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames() -> &'static [Vec<u8>] {
+        static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        FRAMES.get_or_init(|| common::load("gl200").into_iter().map(|v| v.bytes).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Real reports with fields dropped, duplicated or replaced, or cut short, reach the
+        /// deep per-report layouts that random bytes never do: they must decode or fail cleanly.
+        #[test]
+        fn mutated_reports_never_panic(
+            pick in any::<prop::sample::Index>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, "[-0-9A-Fa-f.:$]{0,20}"), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let frame = pick.get(frames()).clone();
+            let text = String::from_utf8_lossy(&frame).into_owned();
+            let mut fields: Vec<String> = text.split(',').map(str::to_owned).collect();
+            for (at, op, value) in edits {
+                if fields.is_empty() {
+                    break;
+                }
+                let i = at.index(fields.len());
+                match op {
+                    0 => { fields.remove(i); }
+                    1 => { let f = fields[i].clone(); fields.insert(i, f); }
+                    2 => fields[i] = value,
+                    _ => fields.insert(i, value),
+                }
+            }
+            let mutated = fields.join(",").into_bytes();
+            let end = cut.index(mutated.len() + 1);
+            let ctx = common::ctx();
+            for input in [&mutated[..], &mutated[..end], &frame[..cut.index(frame.len() + 1)]] {
+                let mut codec = Protocol::Gl200.codec(Transport::Tcp).unwrap();
+                let _ = protocols::decode_all(codec.as_mut(), input, &ctx);
+                let _ = codec.decode(input, &ctx);
+            }
+        }
+    }
+}

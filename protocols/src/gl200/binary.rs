@@ -424,4 +424,33 @@ mod tests {
             "{p:?}"
         );
     }
+
+    proptest::proptest! {
+        /// Random bodies behind a valid envelope (length, CRC, CR LF) reach every layout path.
+        #[test]
+        fn random_bodies_with_valid_envelope(
+            header in proptest::sample::select(vec![b"+RSP", b"+BSP", b"+EVT", b"+BVT", b"+LGN", b"+INF", b"+ACK", b"+HBD"]),
+            ty in proptest::sample::select(vec![0u8, 3, 6, 7, 8, 12, 15, 17, 21, 23, 26, 31, 33, 34, 35, 45, 46, 100]),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            let mut f = header.to_vec();
+            f.push(ty);
+            f.extend_from_slice(&body);
+            f.extend_from_slice(&[0; 9]); // send time + count
+            let n = f.len() + 4;
+            let Some((at, width)) = crate::gl200::binary_length_field(header) else { return Ok(()) };
+            if at + width > f.len() || (width == 1 && n > 255) {
+                return Ok(());
+            }
+            if width == 1 {
+                f[at] = n as u8;
+            } else {
+                f[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            }
+            let crc = CCITT_FALSE.checksum(&f[4..]);
+            f.extend_from_slice(&crc.to_be_bytes());
+            f.extend_from_slice(b"\r\n");
+            proptest::prop_assert!(decode(&f).is_ok());
+        }
+    }
 }
