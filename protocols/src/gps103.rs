@@ -274,10 +274,8 @@ fn local_datetime(s: &str) -> Option<[i64; 5]> {
     for (k, sep) in seps.iter().enumerate() {
         out[k] = two(b, i)?;
         i += 2;
-        if let Some(sep) = sep {
-            if b.get(i) == Some(sep) {
-                i += 1;
-            }
+        if sep.is_some() && b.get(i).copied() == *sep {
+            i += 1;
         }
     }
     match b.len() - i {
@@ -444,53 +442,10 @@ fn regular_fix(f: &[&str], local: Option<[i64; 5]>, ctx: &DecodeContext, attrs: 
     };
     let mut p = Position::new(time, latitude, longitude, valid);
     p.attributes = std::mem::take(attrs);
-    let a = &mut p.attributes;
 
-    // Optional tail; the first field that does not fit ends it (Traccar's `.*`).
-    let field = |i: usize| f.get(i).copied();
-    if let Some(v) = field(i) {
-        if v.is_empty() || udec(v).is_some() {
-            p.speed_kmh = udec(v).map(|k| k * KMH_PER_KNOT);
-            i += 1;
-            if let Some(v) = field(i).filter(|v| v.is_empty() || udec(v).is_some()) {
-                p.course_deg = udec(v);
-                i += 1;
-                if let Some(v) = field(i).filter(|v| v.is_empty() || sdec_no_plus(v).is_some()) {
-                    p.altitude_m = sdec_no_plus(v);
-                    i += 1;
-                    if let Some(v) = field(i).filter(|v| matches!(*v, "" | "0" | "1")) {
-                        if !v.is_empty() {
-                            a.ignition = Some(v == "1");
-                        }
-                        i += 1;
-                        if let Some(v) = field(i).filter(|v| matches!(*v, "" | "0" | "1")) {
-                            if !v.is_empty() {
-                                a.io.push_name("door", IoValue::Bool(v == "1"));
-                            }
-                            i += 1;
-                            let fuel1 = field(i).and_then(|v| percent(v, false));
-                            let fuel2 = field(i + 1).and_then(|v| percent(v, true));
-                            if let (Some(f1), Some(f2)) = (fuel1, fuel2) {
-                                if let Some(v) = f1 {
-                                    a.fuel_level_pct = Some(v);
-                                    a.io.push_name("fuel1", IoValue::F64(v));
-                                }
-                                if let Some(v) = f2 {
-                                    a.io.push_name("fuel2", IoValue::F64(v));
-                                }
-                                i += 2;
-                            }
-                            if let Some(v) = field(i).filter(|v| !v.is_empty()).and_then(int) {
-                                a.io.push_name("temp1", IoValue::I64(v));
-                                i += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let i = optional_tail(f, i, &mut p);
     let rest = f.get(i..).unwrap_or(&[]);
+    let a = &mut p.attributes;
     // DTC reports carry the codes after the fix.
     for code in rest.iter().filter(|c| is_dtc(c)) {
         a.dtcs.push((*code).to_owned());
@@ -499,6 +454,62 @@ fn regular_fix(f: &[&str], local: Option<[i64; 5]>, ctx: &DecodeContext, attrs: 
         push_text(&mut a.io, "extra", &rest.join(","));
     }
     Some(p)
+}
+
+/// `speed,course,altitude,acc,door,fuel1%,fuel2%,temp` after the coordinates, each
+/// optional; the first field that does not fit ends the tail (Traccar's `.*`).
+/// Returns the index of the first field not consumed.
+fn optional_tail(f: &[&str], mut i: usize, p: &mut Position) -> usize {
+    let field = |i: usize| f.get(i).copied();
+    let number = |v: &str| v.is_empty() || udec(v).is_some();
+    let flag = |v: &str| matches!(v, "" | "0" | "1");
+    match field(i) {
+        Some(v) if number(v) => p.speed_kmh = udec(v).map(|k| k * KMH_PER_KNOT),
+        _ => return i,
+    }
+    i += 1;
+    match field(i) {
+        Some(v) if number(v) => p.course_deg = udec(v),
+        _ => return i,
+    }
+    i += 1;
+    match field(i) {
+        Some(v) if v.is_empty() || sdec_no_plus(v).is_some() => p.altitude_m = sdec_no_plus(v),
+        _ => return i,
+    }
+    i += 1;
+    let a = &mut p.attributes;
+    match field(i) {
+        Some(v) if flag(v) => a.ignition = (!v.is_empty()).then_some(v == "1"),
+        _ => return i,
+    }
+    i += 1;
+    match field(i) {
+        Some(v) if flag(v) => {
+            if !v.is_empty() {
+                a.io.push_name("door", IoValue::Bool(v == "1"));
+            }
+        }
+        _ => return i,
+    }
+    i += 1;
+    let fuel1 = field(i).and_then(|v| percent(v, false));
+    let fuel2 = field(i + 1).and_then(|v| percent(v, true));
+    if let (Some(f1), Some(f2)) = (fuel1, fuel2) {
+        if let Some(v) = f1 {
+            a.fuel_level_pct = Some(v);
+            a.io.push_name("fuel1", IoValue::F64(v));
+        }
+        if let Some(v) = f2 {
+            a.io.push_name("fuel2", IoValue::F64(v));
+        }
+        i += 2;
+    }
+    if let Some(v) = field(i).filter(|v| !v.is_empty()).and_then(int) {
+        a.io.push_name("temp1", IoValue::I64(v));
+        i += 1;
+    }
+    i
 }
 
 fn sdec_no_plus(v: &str) -> Option<f64> {
@@ -535,10 +546,8 @@ fn decode_obd(f: &[&str]) -> Message {
     if t.len() == 12 && all_digits(t) {
         let b = t.as_bytes();
         let v: Option<Vec<i64>> = (0..6).map(|k| two(b, k * 2)).collect();
-        if let Some(v) = v {
-            if let Some(time) = lenient_datetime(v[0], v[1], v[2], v[3], v[4], v[5]) {
-                push_time(&mut a.io, time);
-            }
+        if let Some(time) = v.and_then(|v| lenient_datetime(v[0], v[1], v[2], v[3], v[4], v[5])) {
+            push_time(&mut a.io, time);
         }
     }
     if let Some(v) = uint(get(3)) {
@@ -763,7 +772,7 @@ fn obd_sentence(imei: &str, msg: &Message) -> Result<String, EncodeError> {
     };
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_default();
     let mut s = format!(
-        "imei:{imei},OBD,{:02}{:02}{:02}{:02}{:02}{:02},{},{},{},{},{},{},{},{},{},{}",
+        "imei:{imei},OBD,{:02}{:02}{:02}{:02}{:02}{:02},{},{},{},{},{:.0},{:.2}%,{},{:.2}%,{:.0},{:.2}",
         time.year().rem_euclid(100),
         time.month(),
         time.day(),
@@ -780,12 +789,12 @@ fn obd_sentence(imei: &str, msg: &Message) -> Result<String, EncodeError> {
             _ => String::new(),
         },
         opt(a.engine_hours, &|v| format!("{:.0}", v.max(0.0))),
-        format!("{:.0}", a.obd_speed_kmh.unwrap_or(0.0).max(0.0)),
-        format!("{:.2}%", a.engine_load_pct.unwrap_or(0.0).max(0.0)),
+        a.obd_speed_kmh.unwrap_or(0.0).max(0.0),
+        a.engine_load_pct.unwrap_or(0.0).max(0.0),
         opt(a.coolant_c, &|v| format!("{v:.0}")),
-        format!("{:.2}%", a.throttle_pct.unwrap_or(0.0).max(0.0)),
-        format!("{:.0}", a.rpm.unwrap_or(0.0).max(0.0)),
-        format!("{:.2}", a.power_v.unwrap_or(0.0).max(0.0)),
+        a.throttle_pct.unwrap_or(0.0).max(0.0),
+        a.rpm.unwrap_or(0.0).max(0.0),
+        a.power_v.unwrap_or(0.0).max(0.0),
     );
     for code in &a.dtcs {
         if code.contains([',', ';']) {

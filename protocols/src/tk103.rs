@@ -402,8 +402,8 @@ fn decode_comma(ty: &str, payload: &str, closed: bool) -> Option<Message> {
                         _ => None,
                     };
                     // 65535 means "not measured".
-                    a.battery_v = (battery != 65535).then(|| battery as f64 * 0.01);
-                    a.power_v = (power != 65535).then(|| power as f64 * 0.1);
+                    a.battery_v = (battery != 65535).then_some(battery as f64 * 0.01);
+                    a.power_v = (power != 65535).then_some(power as f64 * 0.1);
                     if let Some(installed) = fields.get(5) {
                         push_text(&mut a.io, "installed", installed);
                     }
@@ -542,13 +542,12 @@ impl Payload<'_> {
         // A trailing `+ddd.d` is a temperature sensor reading.
         if let Some(t) = rest.len().checked_sub(6).and_then(|i| rest.get(i..)) {
             let b = t.as_bytes();
-            if matches!(b[0], b'+' | b'-') && b[4] == b'.' && all_digits(&t[1..4]) && b[5].is_ascii_digit() {
-                if let Some(v) = udec(&t[1..]) {
-                    attrs
-                        .io
-                        .push_name("temp1", IoValue::F64(if b[0] == b'-' { -v } else { v }));
-                    rest = &rest[..rest.len() - 6];
-                }
+            let shaped = matches!(b[0], b'+' | b'-') && b[4] == b'.' && all_digits(&t[1..4]) && b[5].is_ascii_digit();
+            if let Some(v) = udec(&t[1..]).filter(|_| shaped) {
+                attrs
+                    .io
+                    .push_name("temp1", IoValue::F64(if b[0] == b'-' { -v } else { v }));
+                rest = &rest[..rest.len() - 6];
             }
         }
         if !rest.is_empty() {

@@ -85,8 +85,11 @@ enum Start {
     Maybe,
 }
 
-/// Whether `s` begins a new frame (or is the end of the input when `eof`).
+/// Whether `s` begins a new frame (or is the end of the input when `eof`). CR LF after
+/// a record counts when a frame start (or the end) follows it.
 fn starts_frame(s: &[u8], eof: bool) -> Start {
+    let filler = s.iter().take_while(|b| is_filler(**b)).count();
+    let s = &s[filler..];
     let short = if eof { Start::No } else { Start::Maybe };
     match s.first() {
         None => {
@@ -96,7 +99,6 @@ fn starts_frame(s: &[u8], eof: bool) -> Start {
                 Start::Maybe
             }
         }
-        Some(b'\r' | b'\n') => Start::Yes,
         Some(b'*') => {
             if s.len() < 4 {
                 return short;
@@ -142,6 +144,22 @@ fn bcd_datetime_ok(s: &[u8], off: usize) -> bool {
         && (1..=12).contains(&bcd2(t[4]))
 }
 
+/// Whether a record laid out with its time at `base` (6: 5-byte id, 9: 8-byte id) has a
+/// plausible BCD time, latitude and longitude there.
+fn layout_ok(s: &[u8], base: usize) -> bool {
+    let Some(b) = s.get(base..base + 16) else {
+        return false;
+    };
+    bcd_datetime_ok(s, base)
+        && b[6..10].iter().all(|x| bcd_ok(*x))
+        && bcd2(b[6]) <= 90
+        && bcd2(b[7]) < 60
+        && b[11..15].iter().all(|x| bcd_ok(*x))
+        && b[15] >> 4 <= 9
+        && bcd2(b[11]) * 10 + i64::from(b[12] >> 4) <= 180
+        && b[12] & 0x0f <= 5
+}
+
 impl H02Codec {
     fn frame_text(&self, buf: &[u8], start: usize, eof: bool) -> Framing {
         let rest = &buf[start..];
@@ -176,61 +194,69 @@ impl H02Codec {
                 Framing::Incomplete
             };
         }
-        let long_id = bcd_datetime_ok(rest, 9) && !bcd_datetime_ok(rest, 6);
-        let candidates: &[usize] = if long_id { &[LONG_ID] } else { &[SHORT, LONG] };
-        let min = candidates[0];
-        if rest.len() < min {
+        if rest.len() < SHORT {
             return if eof { take(rest.len()) } else { Framing::Incomplete };
         }
-        let mut undecided = false;
+        let short_ok = layout_ok(rest, 6);
+        let long_ok = layout_ok(rest, 9);
+        let candidates: &[usize] = match (short_ok, long_ok) {
+            (false, true) => &[LONG_ID],
+            (true, true) => &[SHORT, LONG_ID, LONG],
+            _ => &[SHORT, LONG],
+        };
+        let mut waiting = false;
+        let mut after_short = Start::No;
         for &len in candidates {
             if rest.len() < len {
-                undecided = true;
+                waiting = true;
                 continue;
             }
-            match starts_frame(&rest[len..], eof) {
+            let next = starts_frame(&rest[len..], eof);
+            if len == SHORT {
+                after_short = next;
+            }
+            match next {
                 Start::Yes => {
-                    if !long_id && rest.len() > len {
+                    if len != LONG_ID && rest.len() > len {
                         self.binary_len.set(len);
                     }
                     return take(len);
                 }
-                Start::Maybe => undecided = true,
+                Start::Maybe => waiting = true,
                 Start::No => {}
             }
         }
-        if eof && rest.len() <= MAX_BINARY_RECORD {
-            // One datagram or the end of a capture: a record of an odd length (the
-            // 46- and 48-byte variants in Traccar's tests) is everything that is left.
-            return take(rest.len());
-        }
         let learned = self.binary_len.get();
-        if !long_id && learned != 0 {
-            return if rest.len() >= learned {
-                take(learned)
-            } else {
-                Framing::Incomplete
+        if eof {
+            if rest.len() <= MAX_BINARY_RECORD {
+                // One datagram or the end of a capture: a record of an odd length (the
+                // 46- and 48-byte variants in Traccar's tests) is all that is left.
+                return take(rest.len());
+            }
+        } else if waiting {
+            // Nothing confirms a length yet. A device that sends one record and then
+            // waits must not stall, so a buffer holding exactly one record of a
+            // plausible length is taken (Traccar: exactly 45 bytes is long, else short).
+            return match rest.len() {
+                SHORT if short_ok && learned != LONG => take(SHORT),
+                LONG_ID if long_ok && !short_ok => take(LONG_ID),
+                LONG if candidates.contains(&LONG) && after_short == Start::No && learned != SHORT => take(LONG),
+                _ => Framing::Incomplete,
             };
         }
-        if long_id {
-            return take(LONG_ID);
+        // Whatever follows is not a frame start: fall back to what the session showed.
+        match (learned, long_ok && !short_ok) {
+            (_, true) => take(LONG_ID),
+            (0, false) => take(SHORT),
+            (len, false) => take(len.min(rest.len())),
         }
-        // Nothing after the record tells its length yet. Traccar's rule: exactly 45
-        // bytes present means a long record, otherwise a short one.
-        if rest.len() == LONG {
-            return take(LONG);
-        }
-        if undecided && rest.len() < LONG && rest.len() != SHORT {
-            return Framing::Incomplete;
-        }
-        take(SHORT)
     }
 
     fn decode_binary(&mut self, f: &[u8], ctx: &DecodeContext) -> Result<Message, DecodeError> {
         if f.len() < SHORT {
             return Err(DecodeError::truncated(f));
         }
-        let long_id = f.len() == LONG_ID && (bcd_datetime_ok(f, 9) || !bcd_datetime_ok(f, 6));
+        let long_id = f.len() == LONG_ID && (layout_ok(f, 9) || !layout_ok(f, 6));
         let (id, base) = if long_id {
             let mut id = hex::encode(&f[1..9]);
             id.truncate(15);
@@ -291,10 +317,8 @@ impl H02Codec {
         if id.len() > 32 || ty.len() > 16 {
             return Err(DecodeError::invalid("sentence", "not an H02 header", frame));
         }
-        if !id.is_empty() {
-            if self.id.as_deref() != Some(id) {
-                self.id = Some(id.to_owned());
-            }
+        if !id.is_empty() && self.id.as_deref() != Some(id) {
+            self.id = Some(id.to_owned());
         }
         let fields: Vec<&str> = if data.is_empty() && !body.ends_with(',') {
             Vec::new()
@@ -600,7 +624,7 @@ fn split_tail<'a>(t: &'a [&'a str]) -> Option<TailParts<'a>> {
     let plain = match t.first() {
         None => Some((None, None, t)),
         Some(d) if digits_n(d, 6) => Some((None, Some(*d), &t[1..])),
-        Some(d) if d.is_empty() => Some((None, None, &t[1..])),
+        Some(&"") => Some((None, None, &t[1..])),
         Some(_) => None,
     };
     if let Some(p) = plain.filter(|(_, _, rest)| split_status(rest).is_some()) {
