@@ -543,7 +543,7 @@ impl Payload<'_> {
         if let Some(t) = rest.len().checked_sub(6).and_then(|i| rest.get(i..)) {
             let b = t.as_bytes();
             let shaped = matches!(b[0], b'+' | b'-') && b[4] == b'.' && all_digits(&t[1..4]) && b[5].is_ascii_digit();
-            if let Some(v) = udec(&t[1..]).filter(|_| shaped) {
+            if let Some(v) = shaped.then(|| udec(&t[1..])).flatten() {
                 attrs
                     .io
                     .push_name("temp1", IoValue::F64(if b[0] == b'-' { -v } else { v }));

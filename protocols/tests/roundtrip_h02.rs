@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use protocols::{
-    Alarm, Codec, DecodeContext, Framing, IoValue, Message, MessageKind, Position, Protocol, Transport, decode_all,
+    Alarm, DecodeContext, Framing, IoValue, Message, MessageKind, Position, Protocol, Transport, decode_all,
 };
 
 fn ctx() -> DecodeContext {
@@ -104,6 +104,35 @@ fn decode_streamed(stream: &[u8], cuts: &[usize]) -> Vec<Message> {
     out
 }
 
+/// Replace or insert bytes, including multi-byte UTF-8 and the protocol's separators.
+fn mutate(mut bytes: Vec<u8>, ops: &[(usize, bool, Vec<u8>)], cut: usize) -> Vec<u8> {
+    for (at, insert, with) in ops {
+        let i = at % bytes.len().max(1);
+        if *insert {
+            bytes.splice(i..i, with.iter().copied());
+        } else {
+            let end = (i + with.len()).min(bytes.len());
+            bytes.splice(i..end, with.iter().copied());
+        }
+    }
+    bytes.truncate(1 + cut % bytes.len().max(1));
+    bytes
+}
+
+fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {
+    let piece = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..3),
+        Just("é".as_bytes().to_vec()),
+        Just("€".as_bytes().to_vec()),
+        Just(b",".to_vec()),
+        Just(b".".to_vec()),
+        Just(b"-".to_vec()),
+        Just(b"#".to_vec()),
+        "[0-9]{1,4}".prop_map(String::into_bytes),
+    ];
+    proptest::collection::vec((any::<usize>(), any::<bool>(), piece), 1..6)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -192,17 +221,13 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(p in fix(), binary in any::<bool>(), edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+    fn mutated_frames_never_panic(p in fix(), binary in any::<bool>(), ops in ops(), cut in any::<usize>()) {
         let mut msg = Message::new(MessageKind::Position).with_imei("4210209006").with_positions(vec![p]);
         if binary {
             msg.message_type = Some("binary".into());
         }
         let mut bytes = encode(&msg);
-        for (at, b) in edits {
-            let i = at % bytes.len();
-            bytes[i] = b;
-        }
-        bytes.truncate(1 + cut % bytes.len());
+        bytes = mutate(bytes, &ops, cut);
         let mut codec = Protocol::H02.codec(Transport::Tcp).expect("codec");
         let _ = decode_all(codec.as_mut(), &bytes, &ctx());
         let _ = codec.decode(&bytes, &ctx());

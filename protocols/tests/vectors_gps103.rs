@@ -175,3 +175,24 @@ fn gps103_downlink_vectors() {
     assert_eq!(enc(Command::EngineStop), "**,imei:123456789012345,J");
     assert!(codec.encode_command("12ab", &Command::Locate, &ctx).is_err());
 }
+
+/// Every real frame, truncated at each byte and with each byte replaced by separators,
+/// digits, letters, invalid UTF-8 or a multi-byte character, decodes or fails cleanly.
+#[test]
+fn gps103_vector_mutations_never_panic() {
+    let ctx = common::ctx();
+    let replacements: [&[u8]; 9] = [b"", b",", b".", b"-", b"9", b"A", b"\xff", "é".as_bytes(), b"#)*;$"];
+    for v in common::load("gps103").iter().filter(|v| v.direction == "uplink") {
+        for i in 0..v.bytes.len() {
+            for with in replacements {
+                let mut bytes = v.bytes.clone();
+                bytes.splice(i..i + 1, with.iter().copied());
+                for input in [&bytes[..], &v.bytes[..i]] {
+                    let mut codec = Protocol::Gps103.codec(v.transport).expect("codec");
+                    let _ = protocols::decode_all(codec.as_mut(), input, &ctx);
+                    let _ = codec.decode(input, &ctx);
+                }
+            }
+        }
+    }
+}
