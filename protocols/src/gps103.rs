@@ -8,7 +8,8 @@
 //!
 //! **Messages.**
 //! * `##,imei:<IMEI>,A;` — login; ack `LOAD`. As in Traccar, any sentence containing
-//!   `imei:` that is at most 30 bytes long is answered with `LOAD`.
+//!   `imei:` that is at most 30 bytes long is answered with `LOAD` too (Traccar only
+//!   recognises the login by that length; here a `##` sentence is a login at any length).
 //! * `<IMEI>;` (starts with a digit) — heartbeat; ack `ON`. If an `imei:` sentence
 //!   follows the digits in the same frame it is decoded as well.
 //! * `imei:<IMEI>,<keyword>,<local yymmddhhmm[ss]>,<phone|rfid>,F,<UTC hhmmss.sss>,A|V,
@@ -120,12 +121,13 @@ impl Codec for Gps103Codec {
         let mut ack: Option<&[u8]> = None;
         let mut msgs = Vec::with_capacity(1);
 
-        if sentence.contains("imei:") && sentence.len() <= LOGIN_MAX_LEN {
+        let login = sentence.starts_with("##") && sentence.contains("imei:");
+        if login || (sentence.contains("imei:") && sentence.len() <= LOGIN_MAX_LEN) {
             ack = Some(b"LOAD");
             if let Some(imei) = imei_after(sentence) {
                 self.imei = Some(imei.to_owned());
             }
-            if sentence.starts_with("##") {
+            if login {
                 let mut m = Message::new(MessageKind::Login)
                     .with_type("##")
                     .with_ack(b"LOAD".to_vec());
@@ -287,12 +289,11 @@ fn local_datetime(s: &str) -> Option<[i64; 5]> {
 
 /// `(dd)(dd)(dd)(?:.d+)?` — the UTC time of the fix.
 fn utc_time(s: &str) -> Option<(i64, i64, i64)> {
-    let (hms, frac) = match s.split_once('.') {
-        Some((a, f)) if all_digits(f) => (a, true),
+    let hms = match s.split_once('.') {
+        Some((a, f)) if all_digits(f) => a,
         Some(_) => return None,
-        None => (s, false),
+        None => s,
     };
-    let _ = frac;
     triple(hms)
 }
 

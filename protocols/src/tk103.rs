@@ -109,7 +109,7 @@ impl Codec for Tk103Codec {
         }
     }
 
-    fn decode(&mut self, frame: &[u8], ctx: &DecodeContext) -> Result<Vec<Message>, DecodeError> {
+    fn decode(&mut self, frame: &[u8], _ctx: &DecodeContext) -> Result<Vec<Message>, DecodeError> {
         let start = frame.iter().position(|b| !is_filler(*b)).unwrap_or(frame.len());
         let end = frame.iter().rposition(|b| !is_filler(*b)).map_or(start, |i| i + 1);
         let trimmed = frame.get(start..end).unwrap_or(&[]);
@@ -122,7 +122,7 @@ impl Codec for Tk103Codec {
         };
         let body = String::from_utf8_lossy(inner);
         let msg = self
-            .decode_body(&body, closed, ctx)
+            .decode_body(&body, closed)
             .ok_or_else(|| DecodeError::truncated(frame))?;
         Ok(vec![msg])
     }
@@ -193,7 +193,7 @@ fn check_id(id: &str) -> Result<(), EncodeError> {
 }
 
 impl Tk103Codec {
-    fn decode_body(&mut self, body: &str, closed: bool, ctx: &DecodeContext) -> Option<Message> {
+    fn decode_body(&mut self, body: &str, closed: bool) -> Option<Message> {
         let comma = body.find(',');
         let comma_form = comma.is_some_and(|c| c > 0 && all_digits(&body[..c]));
         let mut msg = if comma_form {
@@ -220,7 +220,6 @@ impl Tk103Codec {
             }
         }
         msg.imei = self.id.clone();
-        let _ = ctx;
         Some(msg)
     }
 }

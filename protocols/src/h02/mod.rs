@@ -20,7 +20,9 @@
 //! `other`, `LINK`/`HTBT`/`V0`/`XT` heartbeats, `VP1` a position, `SMS` a command
 //! response, anything else `other` with the raw fields in `io.data`. A `V…` sentence
 //! whose fix cannot be parsed (empty coordinates on a cold start) is still a position
-//! message, just without a fix. Fields with no typed home stay in `io`.
+//! message, just without a fix; a fix with a time but no date is placed on the day
+//! nearest the server time (Traccar uses the server time). Fields with no typed home
+//! stay in `io` (`status`, `battery`, `sim`, `io1…`, `odometer`/`temp1`/`fuel`/`lac`/`cid`).
 //!
 //! **Acks** (§3.4): `V1` → `*HQ,<id>,V4,V1,<server UTC yyyyMMddHHmmss>#`, `NBR` →
 //! `*HQ,<id>,V4,NBR,<…>#`, `HTBT`/`V0` → the sentence echoed up to its type. Server
@@ -43,7 +45,7 @@ use crate::error::{DecodeError, EncodeError, FrameError};
 use crate::model::{Alarm, Attributes, Command, IoValue, KMH_PER_KNOT, Message, MessageKind, Position};
 use text::{
     all_digits, all_hex, dec_with_point, digits_n, dm, format_deg_min, hex_uint, int, is_filler, lenient_datetime,
-    push_text, push_time, split_deg_min, triple, udec, uint,
+    nearest_day, push_text, push_time, split_deg_min, triple, udec, uint,
 };
 
 /// Longest text sentence accepted; real ones are under 300 bytes.
@@ -252,7 +254,7 @@ impl H02Codec {
         }
     }
 
-    fn decode_binary(&mut self, f: &[u8], ctx: &DecodeContext) -> Result<Message, DecodeError> {
+    fn decode_binary(&mut self, f: &[u8]) -> Result<Message, DecodeError> {
         if f.len() < SHORT {
             return Err(DecodeError::truncated(f));
         }
@@ -293,7 +295,6 @@ impl H02Codec {
         if let Some(extra) = f.get(base + 23..).filter(|e| !e.is_empty()) {
             p.attributes.io.push_name("extra", IoValue::Bytes(extra.to_vec()));
         }
-        let _ = ctx;
         self.id = Some(id.clone());
         Ok(Message::new(MessageKind::Position)
             .with_imei(id)
@@ -307,7 +308,8 @@ impl H02Codec {
         if trimmed.len() < 2 || trimmed.last() != Some(&b'#') {
             return Err(DecodeError::truncated(frame));
         }
-        let s = std::str::from_utf8(trimmed).map_err(|_| DecodeError::invalid("sentence", "not UTF-8 text", frame))?;
+        // SMS replies may carry text in a local code page: keep what is readable.
+        let s = String::from_utf8_lossy(trimmed);
         let body = &s[1..s.len() - 1];
         let mut parts = body.splitn(4, ',');
         let maker = parts.next().unwrap_or("");
@@ -408,7 +410,7 @@ impl Codec for H02Codec {
     fn decode(&mut self, frame: &[u8], ctx: &DecodeContext) -> Result<Vec<Message>, DecodeError> {
         let msg = match frame.first() {
             Some(b'*') => self.decode_text(frame, ctx)?,
-            Some(b'$') => self.decode_binary(frame, ctx)?,
+            Some(b'$') => self.decode_binary(frame)?,
             Some(b'X') => {
                 let mut m = Message::new(MessageKind::Other).with_type("X");
                 m.attributes.io.push_name("data", IoValue::Bytes(frame.to_vec()));
@@ -657,10 +659,12 @@ fn split_status<'a>(p: &'a [&'a str]) -> Option<StatusParts<'a>> {
 
 impl Fix<'_> {
     fn position(&self, ctx: &DecodeContext) -> Option<Position> {
-        let time = match self.date {
-            Some(d) => date_time(d, self.time)?,
-            // No date: Traccar stamps the fix with the server time.
-            None => ctx.now,
+        let time = match (self.date, self.time) {
+            (Some(d), time) => date_time(d, time)?,
+            // A time without a date: the day that puts it nearest the server time.
+            (None, Some((h, m, s))) => nearest_day(ctx.now, h, m, s)?,
+            // Neither (cold start): Traccar stamps the fix with the server time.
+            (None, None) => ctx.now,
         };
         let mut p = Position::new(time, self.latitude, self.longitude, self.valid);
         p.speed_kmh = Some(self.speed_knots * KMH_PER_KNOT);
