@@ -119,7 +119,6 @@ impl Codec for Gps103Codec {
         let text = String::from_utf8_lossy(trimmed);
         let mut sentence: &str = &text;
         let mut ack: Option<&[u8]> = None;
-        let mut msgs = Vec::with_capacity(1);
 
         let login = sentence.starts_with("##") && sentence.contains("imei:");
         if login || (sentence.contains("imei:") && sentence.len() <= LOGIN_MAX_LEN) {
@@ -195,8 +194,7 @@ impl Codec for Gps103Codec {
         }
         m.imei = self.imei.clone();
         m.message_type = Some(keyword.to_owned());
-        msgs.push(m);
-        Ok(msgs)
+        Ok(vec![m])
     }
 
     fn encode_command(&self, imei: &str, command: &Command, _ctx: &DecodeContext) -> Result<Vec<u8>, EncodeError> {
