@@ -2,9 +2,12 @@
 //! (PROTOCOLS.md §7; firmware `telelogger`, Traccar `FreematicsProtocolDecoder`).
 //!
 //! **Transports.** UDP (the firmware's default; one datagram = one frame) and TCP (a dongle
-//! configured for it): frames are cut after `*` and its one or two checksum digits; CR LF
-//! or whitespace between frames is filler. A line that ends without `*` is discarded
-//! (resync at the next line).
+//! configured for it). Both are framed alike: a frame ends after `*` and its one or two
+//! checksum digits (so frames written back to back, as a capture file or a bench holds
+//! them, still split); CR LF or whitespace between frames is filler; a line that ends
+//! without `*` is discarded (resync at the next line). A one-digit checksum directly
+//! followed by a frame whose id starts with a hex digit is ambiguous — real datagrams
+//! never do that, and our encoder always writes two digits.
 //!
 //! **Frame.** `<device id>#<payload>*<checksum>`, the checksum being the sum of every byte
 //! before `*`, mod 256, in hex. The firmware prints it with `%X` (one digit when < 0x10),
@@ -101,16 +104,8 @@ impl Codec for FreematicsCodec {
         let Some(start) = buf.iter().position(|b| !is_filler(*b)) else {
             return Framing::Incomplete;
         };
-        if self.transport == Transport::Udp {
-            // A datagram is one frame; decode trims trailing filler.
-            if buf.len() > MAX_FRAME {
-                return Framing::Resync {
-                    discard: buf.len(),
-                    error: FrameError::new(format!("datagram of {} bytes exceeds {MAX_FRAME}", buf.len())),
-                };
-            }
-            return Framing::Frame { start, end: buf.len() };
-        }
+        // A datagram is complete: what it ends with is all there is.
+        let eof = eof || self.transport == Transport::Udp;
         let window_end = buf.len().min(start.saturating_add(MAX_FRAME));
         let window = buf.get(start..window_end).unwrap_or_default();
         match memchr::memchr2(b'*', b'\n', window) {

@@ -49,9 +49,9 @@
 //! which the HTTP layer sends as that body; every other command is
 //! `EncodeError::Unsupported`.
 //!
-//! **Device side** ([`OsmandDevice`]): `GET` request targets, one line per position
-//! (newline separated for batches), or Transistorsoft JSON bodies with
-//! [`OsmandDevice::json`].
+//! **Device side** ([`OsmandDevice`]): `GET` request targets, one `\n`-terminated line per
+//! position (send each line as one request; the lines concatenate into a capture our
+//! framing splits again), or Transistorsoft JSON bodies with [`OsmandDevice::json`].
 
 use std::borrow::Cow;
 
@@ -886,7 +886,9 @@ impl DeviceEncoder for OsmandDevice {
                 .map(|p| Self::target(id, Some(p), &p.attributes))
                 .collect()
         };
-        Ok(lines.join("\n").into_bytes())
+        let mut out = lines.join("\n");
+        out.push('\n');
+        Ok(out.into_bytes())
     }
 }
 

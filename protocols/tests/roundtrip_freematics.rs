@@ -247,3 +247,31 @@ proptest! {
         let _ = codec.decode(&bytes, &ctx());
     }
 }
+
+/// Frames written back to back (a capture, the benches) split again, over either transport.
+#[test]
+fn concatenated_frames_split() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut enc = Protocol::Freematics.device_encoder(transport).expect("encoder");
+        let mut bytes = enc
+            .encode(&Message::new(MessageKind::Login).with_imei("D1"))
+            .expect("login");
+        let p = Position::new(
+            Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).single().expect("t"),
+            1.5,
+            2.5,
+            true,
+        );
+        for _ in 0..3 {
+            let msg = Message::new(MessageKind::Position)
+                .with_imei("D1")
+                .with_positions(vec![p.clone(), p.clone()]);
+            bytes.extend(enc.encode(&msg).expect("encode"));
+        }
+        let mut codec = Protocol::Freematics.codec(transport).expect("codec");
+        let (out, errors) = decode_all(codec.as_mut(), &bytes, &ctx());
+        assert!(errors.is_empty(), "{transport:?}: {errors:?}");
+        assert_eq!(out.len(), 7, "{transport:?}");
+        assert_eq!(out.iter().map(|m| m.positions.len()).sum::<usize>(), 6);
+    }
+}

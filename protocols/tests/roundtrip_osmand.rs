@@ -181,3 +181,23 @@ fn login_is_not_an_osmand_message() {
     let msg = Message::new(MessageKind::Login).with_imei("1");
     assert!(OsmandDevice::query().encode(&msg).is_err());
 }
+
+/// Request targets of several encodes concatenate into a capture that splits again.
+#[test]
+fn concatenated_targets_split() {
+    let mut enc = OsmandDevice::query();
+    let p = Position::new(
+        Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).single().expect("t"),
+        1.5,
+        2.5,
+        true,
+    );
+    let mut bytes = Vec::new();
+    for _ in 0..3 {
+        let msg = Message::new(MessageKind::Position)
+            .with_imei("d")
+            .with_positions(vec![p.clone(), p.clone()]);
+        bytes.extend(enc.encode(&msg).expect("encode"));
+    }
+    assert_eq!(decode(&bytes).len(), 6);
+}
