@@ -40,32 +40,86 @@ const fn tables() -> [[u16; 256]; 16] {
     t
 }
 
+/// Half of a two-lane block of [`crc16`].
+const LANE: usize = 64;
+
+/// "Append `LANE` zero bytes" as a linear map of the CRC state, split by the state's
+/// low and high byte: `SKIP[0][lo] ^ SKIP[1][hi]`.
+static SKIP: [[u16; 256]; 2] = skip_tables();
+
+const fn skip_tables() -> [[u16; 256]; 2] {
+    let t0 = tables();
+    let mut s = [[0u16; 256]; 2];
+    let mut half = 0;
+    while half < 2 {
+        let mut x = 0;
+        while x < 256 {
+            let mut crc = (x as u16) << (8 * half);
+            let mut i = 0;
+            while i < LANE {
+                crc = (crc >> 8) ^ t0[0][(crc & 0xFF) as usize];
+                i += 1;
+            }
+            s[half][x] = crc;
+            x += 1;
+        }
+        half += 1;
+    }
+    s
+}
+
+/// One slicing-by-16 step: the state after `c` from state `crc`. Two little-endian
+/// words instead of sixteen byte loads, since the table lookups already keep the load
+/// ports busy. Only the first two bytes meet the (reflected) state, so the other
+/// fourteen lookups are combined first, off the state → state dependency chain.
+#[inline(always)]
+fn step16(crc: u16, c: &[u8; 16]) -> u16 {
+    let t = &TABLES;
+    let (Some(lo), Some(hi)) = (c.first_chunk::<8>(), c.last_chunk::<8>()) else {
+        return crc;
+    };
+    let lo = u64::from_le_bytes(*lo);
+    let hi = u64::from_le_bytes(*hi);
+    let byte = |w: u64, k: u32| usize::from((w >> (8 * k)) as u8);
+    let data = ((t[13][byte(lo, 2)] ^ t[12][byte(lo, 3)]) ^ (t[11][byte(lo, 4)] ^ t[10][byte(lo, 5)]))
+        ^ ((t[9][byte(lo, 6)] ^ t[8][byte(lo, 7)]) ^ (t[7][byte(hi, 0)] ^ t[6][byte(hi, 1)]))
+        ^ ((t[5][byte(hi, 2)] ^ t[4][byte(hi, 3)]) ^ (t[3][byte(hi, 4)] ^ t[2][byte(hi, 5)]))
+        ^ (t[1][byte(hi, 6)] ^ t[0][byte(hi, 7)]);
+    let [s0, s1] = ((lo as u16) ^ crc).to_le_bytes();
+    data ^ (t[15][usize::from(s0)] ^ t[14][usize::from(s1)])
+}
+
 /// CRC-16/ARC (Teltonika calls it CRC-16/IBM) of `data`, as the TCP AVL envelope
-/// carries it. The checksum covers every byte of every packet, so it is computed 16
-/// bytes per step (slicing-by-16) over exact chunks: no bounds checks in the loop,
-/// unlike the generic `crc` crate path behind `crate::checksum::crc16_arc`.
+/// carries it.
+///
+/// The checksum covers every byte of every packet, so it gets some care: slicing-by-16
+/// over exact chunks (no bounds checks, unlike the generic `crc` crate path behind
+/// `crate::checksum::crc16_arc`), and two independent lanes per 128-byte block. A
+/// single lane is bound by the latency of its state → lookup → state chain; the CRC is
+/// linear, so the second half of a block can run from state 0 alongside the first and
+/// be merged with `state(A‖B) = skip(state(A), |B|) ^ state₀(B)`.
 #[inline]
 pub fn crc16(data: &[u8]) -> u16 {
-    let t = &TABLES;
     let mut crc = 0u16;
-    let mut chunks = data.chunks_exact(16);
-    for c in &mut chunks {
-        // Two little-endian words instead of sixteen byte loads: the table lookups
-        // already saturate the load ports. The CRC (reflected) folds into the first
-        // two bytes, i.e. the low 16 bits of the first word.
-        let (Some(lo), Some(hi)) = (c.first_chunk::<8>(), c.last_chunk::<8>()) else {
+    let (blocks, rest) = data.as_chunks::<{ 2 * LANE }>();
+    for block in blocks {
+        let Some((a, b)) = block.split_first_chunk::<LANE>() else {
             continue;
         };
-        let lo = u64::from_le_bytes(*lo) ^ u64::from(crc);
-        let hi = u64::from_le_bytes(*hi);
-        let byte = |w: u64, k: u32| usize::from((w >> (8 * k)) as u8);
-        crc = (t[15][byte(lo, 0)] ^ t[14][byte(lo, 1)] ^ t[13][byte(lo, 2)] ^ t[12][byte(lo, 3)])
-            ^ (t[11][byte(lo, 4)] ^ t[10][byte(lo, 5)] ^ t[9][byte(lo, 6)] ^ t[8][byte(lo, 7)])
-            ^ (t[7][byte(hi, 0)] ^ t[6][byte(hi, 1)] ^ t[5][byte(hi, 2)] ^ t[4][byte(hi, 3)])
-            ^ (t[3][byte(hi, 4)] ^ t[2][byte(hi, 5)] ^ t[1][byte(hi, 6)] ^ t[0][byte(hi, 7)]);
+        let (a, b) = (a.as_chunks::<16>().0, b.as_chunks::<16>().0);
+        let mut lane_b = 0u16;
+        for (ca, cb) in a.iter().zip(b) {
+            crc = step16(crc, ca);
+            lane_b = step16(lane_b, cb);
+        }
+        crc = SKIP[0][usize::from(crc as u8)] ^ SKIP[1][usize::from((crc >> 8) as u8)] ^ lane_b;
     }
-    for &b in chunks.remainder() {
-        crc = (crc >> 8) ^ t[0][usize::from((crc as u8) ^ b)];
+    let (chunks, tail) = rest.as_chunks::<16>();
+    for c in chunks {
+        crc = step16(crc, c);
+    }
+    for &b in tail {
+        crc = (crc >> 8) ^ TABLES[0][usize::from((crc as u8) ^ b)];
     }
     crc
 }
