@@ -417,3 +417,28 @@ proptest! {
         }
     }
 }
+
+/// A declared IO total is not trusted for sizing: 255 records that each claim 65 535
+/// elements and carry none reserve nothing.
+#[test]
+fn declared_io_totals_do_not_size_allocations() {
+    let mut p = protocols::teltonika::sample_position(0);
+    p.attributes = Attributes::default();
+    p.hdop = None;
+    let msg = Message::new(MessageKind::Position)
+        .with_imei(IMEI)
+        .with_positions(vec![p; 255]);
+    let mut frame = TeltonikaDevice::new(Transport::Tcp, AvlCodec::Codec8E)
+        .encode(&msg)
+        .expect("encode");
+    // 8E record without IO: head (24), event (2), total (2), four counts (8), var count (2).
+    const RECORD: usize = 38;
+    for r in 0..255 {
+        let at = 10 + r * RECORD + 26;
+        frame[at..at + 2].copy_from_slice(&[0xFF, 0xFF]);
+    }
+    reseal(&mut frame);
+    let msgs = decode(Transport::Tcp, &frame);
+    assert_eq!(msgs[0].positions.len(), 255);
+    assert!(msgs[0].positions.iter().all(|p| p.attributes.io.0.capacity() == 0));
+}

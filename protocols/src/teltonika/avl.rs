@@ -3,11 +3,11 @@
 //!
 //! The records of one packet are parsed straight from the borrowed data field into
 //! [`Position`]s. Per record there is exactly one allocation on the common path — the
-//! IO vector, pre-sized from the declared IO count bounded by the bytes left — plus one
-//! per variable-length (8E) value, whose raw bytes must be owned by the message.
+//! IO vector, sized to the elements actually present (never from a declared count) —
+//! plus one per variable-length (8E) value, whose raw bytes the message must own.
 //! Each fixed-width IO group is bounds-checked once as a whole and then walked in
 //! fixed-size chunks; the codec's id/count widths are compile-time constants
-//! ([`Layout`]) so each codec gets its own tight loop.
+//! (`Layout`) so each codec gets its own tight loop.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
@@ -240,6 +240,27 @@ fn group<const W: usize, const S: usize, const E: usize>(
     Ok(())
 }
 
+/// How many IO elements the record's groups hold, counting only elements whose bytes
+/// are present (0 if a count runs past the data: the parse that follows fails).
+fn io_elements<L: Layout>(mut b: &[u8], extended: bool) -> usize {
+    let idw = if L::WIDE_ID { 2 } else { 1 };
+    let mut total = 0usize;
+    let widths: &[usize] = if extended { &[1, 2, 4, 8, 16] } else { &[1, 2, 4, 8] };
+    for &w in widths {
+        let Ok(n) = count::<L>(&mut b) else { return 0 };
+        if wire::bytes(&mut b, n.saturating_mul(idw + w)).is_err() {
+            return 0;
+        }
+        total += n;
+    }
+    if L::VARIABLE {
+        // Each variable-length element is at least its id and length.
+        let Ok(n) = wire::u16(&mut b) else { return total };
+        total += usize::from(n).min(b.len() / 4);
+    }
+    total
+}
+
 /// The four fixed-width groups with `W`-byte ids.
 macro_rules! fixed_groups {
     ($L:ty, $W:literal, $b:expr, $io:expr, $pos:expr) => {{
@@ -290,12 +311,15 @@ fn fmb_record<L: Layout>(
     let time = days.time(ms).ok_or(Fail::Time(ms))?;
     let event = id::<L>(b)?;
     let generation = if L::GENERATION { Some(wire::u8(b)?) } else { None };
-    let total = count::<L>(b)?;
-
+    // The declared total IO count is read past, not trusted: 8E devices disagree on
+    // whether it includes the variable-length group, and sizing from it would let
+    // every record of a packet reserve room for the whole packet. The exact count of
+    // elements present costs a few loads (`io_elements`).
+    count::<L>(b)?;
     // Named entries (priority, generation type) only when they say something: a
     // String key is an allocation, and priority 0 ("low") is what absence means.
     let named = usize::from(priority != 0) + usize::from(generation.is_some());
-    let mut io = IoMap::with_capacity(total.min(b.len() / 2) + named);
+    let mut io = IoMap::with_capacity(io_elements::<L>(b, extended) + named);
     if priority != 0 {
         io.push_name("priority", IoValue::U64(u64::from(priority)));
     }
@@ -486,12 +510,12 @@ fn map_variable(id: u16, data: &[u8], a: &mut Attributes, io: &mut IoMap) {
 
 /// Printable ASCII with NUL padding and blanks trimmed; empty when not text.
 fn ascii(data: &[u8]) -> String {
-    if !wire::is_printable(data.strip_suffix(&[0]).unwrap_or(data)) {
+    let end = data.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    let text = data.get(..end).unwrap_or_default();
+    if !wire::is_printable(text) {
         return String::new();
     }
-    String::from_utf8_lossy(data)
-        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
-        .to_owned()
+    String::from_utf8_lossy(text).trim().to_owned()
 }
 
 fn named(io: &mut IoMap, prefix: &str, index: usize, field: &str, v: IoValue) {

@@ -24,18 +24,22 @@
 //!   that needs byte parity with it.
 //! * **Integrity.** The TCP CRC is checked (Traccar does not): a mismatch is
 //!   [`DecodeError::Checksum`] and nothing is acknowledged, so the device resends.
-//! * **Decoding** ([`avl`], [`gprs`]): codecs 8, 8E (with its variable-length group),
+//! * **Decoding** (`avl`, [`gprs`]): codecs 8, 8E (with its variable-length group),
 //!   16 (u16 ids, generation type), 7 (GH3000), the optional 16-byte IO group some
 //!   installations enable (detected: see `avl::with_extended_retry`), and GPRS
 //!   messages: codec 12 (type 0x06 response → `CommandResponse` with `result`;
-//!   0x0D camera → `Other`), 13 (timestamped response), 14 (IMEI-addressed response),
-//!   15 (serial data).
+//!   0x0D camera → `Other` with the raw payload; weighing-scale `UUUUww…SSS` replies
+//!   also as named axle values), 13 (timestamped response; its timestamp in `io`;
+//!   `GTSL` tachograph reports also set `driver_id`), 14 (IMEI-addressed response),
+//!   15 (serial data). Codec 7 records without a GPS block repeat the session's last
+//!   fix (or 0, 0) with `valid = false`, so their IO values are not lost.
 //! * **IO mapping.** Every raw value is kept in `attributes.io` under its numeric id
 //!   (fixed groups as `U64`, variable-length values as `Bytes`, shown as hex). The
 //!   FMB table's ids with a typed home are mapped on top (ignition 239, motion 240,
 //!   odometer 16, power 66, battery 67, CAN 81–89, OBD-II block 30–60 and 389/390,
 //!   green driving 253 and the other alarm ids, iButton 78, axes 17–19, hdop 182,
-//!   GSM signal 21, VIN 256, DTCs 281; see `avl::map_fmb`). `event` is the event IO id
+//!   GSM signal 21, VIN 256, DTCs 281, BLE tag and beacon lists as Traccar names
+//!   them; see `avl::map_fmb_1` and its siblings). `event` is the event IO id
 //!   (absent for periodic records, id 0). The record priority goes into `io` as
 //!   `"priority"` only when it is not 0 (low), to keep a string allocation off the
 //!   common path; codec 16's generation type is `"generation_type"`.
