@@ -387,6 +387,10 @@ fn fmb_record<L: Layout>(
 // the secondary one only fills it when empty and the primary always overwrites, so
 // the primary wins whatever order the device sends them in.
 
+// Scaled values divide by the power of ten rather than multiply by its inverse: the
+// quotient is the double nearest the decimal the device meant (hdop 6 → 0.6, not
+// 0.6000000000000001), which is what JSON consumers and equality checks expect.
+
 #[inline(always)]
 fn map_fmb_1(id: u16, v: u64, a: &mut Attributes) {
     let f = v as f64;
@@ -430,24 +434,24 @@ fn map_fmb_2(id: u16, v: u64, pos: &mut Position) {
     let a = &mut pos.attributes;
     let f = v as f64;
     match id {
-        66 => a.power_v = Some(f * 0.001),
-        67 => a.battery_v = Some(f * 0.001),
-        182 => pos.hdop = Some(f * 0.1),
+        66 => a.power_v = Some(f / 1000.0),
+        67 => a.battery_v = Some(f / 1000.0),
+        182 => pos.hdop = Some(f / 10.0),
         17..=19 => {
             let axis = a.accel_mg.get_or_insert([0; 3]);
             if let Some(slot) = axis.get_mut(usize::from(id - 17)) {
                 *slot = wire::sext(v, 2) as i32;
             }
         }
-        84 => a.fuel_level_l = Some(f * 0.1),
+        84 => a.fuel_level_l = Some(f / 10.0),
         85 => a.rpm = Some(f),
-        115 => fallback(&mut a.coolant_c, wire::sext(v, 2) as f64 * 0.1),
+        115 => fallback(&mut a.coolant_c, wire::sext(v, 2) as f64 / 10.0),
         36 => fallback(&mut a.rpm, f),
-        40 => a.maf_gs = Some(f * 0.01),
+        40 => a.maf_gs = Some(f / 100.0),
         42 => a.run_time_s = Some(f),
         43 => a.distance_mil_on_km = Some(f),
         49 => a.distance_since_clear_km = Some(f),
-        51 => fallback(&mut a.power_v, f * 0.001),
+        51 => fallback(&mut a.power_v, f / 1000.0),
         58 => a.oil_temp_c = Some(wire::sext(v, 2) as f64),
         _ => {}
     }
@@ -459,11 +463,11 @@ fn map_fmb_4(id: u16, v: u64, a: &mut Attributes) {
     match id {
         16 => a.odometer_m = Some(f),
         199 => a.trip_odometer_m = Some(f),
-        83 => a.fuel_used_l = Some(f * 0.1),
+        83 => a.fuel_used_l = Some(f / 10.0),
         87 => fallback(&mut a.odometer_m, f),
-        12 => fallback(&mut a.fuel_used_l, f * 0.001),
+        12 => fallback(&mut a.fuel_used_l, f / 1000.0),
         389 => fallback(&mut a.odometer_m, f * 1000.0),
-        390 => fallback(&mut a.fuel_level_l, f * 0.1),
+        390 => fallback(&mut a.fuel_level_l, f / 10.0),
         _ => {}
     }
 }
@@ -553,7 +557,7 @@ fn beacon(b: &mut &[u8], i: usize, io: &mut IoMap) -> Result<(), Short> {
     named(io, "beacon", i, "Rssi", IoValue::I64(i64::from(rssi)));
     if flags & 0x02 != 0 {
         let mv = wire::u16(b)?;
-        named(io, "beacon", i, "Battery", IoValue::F64(f64::from(mv) * 0.01));
+        named(io, "beacon", i, "Battery", IoValue::F64(f64::from(mv) / 100.0));
     }
     if flags & 0x04 != 0 {
         let t = wire::u16(b)?;
@@ -702,8 +706,8 @@ fn map_gh3000(id: u16, v: u64, pos: &mut Position) {
     let a = &mut pos.attributes;
     match id {
         1 => a.battery_pct = Some(v as f64),
-        20 => pos.hdop = Some(v as f64 * 0.1),
-        67 => a.battery_v = Some(v as f64 * 0.001),
+        20 => pos.hdop = Some(v as f64 / 10.0),
+        67 => a.battery_v = Some(v as f64 / 1000.0),
         222 if v == 1 => a.raise(Alarm::Sos),
         240 => a.motion = Some(v != 0),
         _ => {}

@@ -578,7 +578,7 @@ pub fn sample_position(i: u64) -> Position {
         ignition: Some(true),
         motion: Some(true),
         odometer_m: Some((1_250_000 + 14 * i) as f64),
-        power_v: Some((13_900 + i % 300) as f64 * 0.001),
+        power_v: Some((13_900 + i % 300) as f64 / 1000.0),
         battery_v: Some(4.05),
         rssi: Some(4),
         io,
