@@ -484,11 +484,13 @@ fn map_fmb_8(id: u16, v: u64, a: &mut Attributes) {
 /// small record put together.
 fn hex16(v: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut s = String::with_capacity(16);
-    for shift in (0..16).rev() {
-        s.push(char::from(DIGITS[((v >> (4 * shift)) & 0xF) as usize]));
+    let mut buf = [0u8; 16];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (4 * (15 - i))) & 0xF) as usize];
     }
-    s
+    // All bytes are ASCII hex digits, so this never takes the error path; building the
+    // array first and copying once beat pushing char by char (UTF-8 encoding per push).
+    std::str::from_utf8(&buf).map(str::to_owned).unwrap_or_default()
 }
 
 /// Fill `slot` from a secondary id unless a primary id already did (a primary that
