@@ -424,30 +424,43 @@ fn check_no_intersections(rings: &[Vec<[f64; 2]>], what: &str) -> Result<(), Fen
             });
         }
     }
+    let check = |s: &Seg, o: &Seg| -> Result<(), FenceError> {
+        if (o.ring, o.idx) <= (s.ring, s.idx) {
+            return Ok(());
+        }
+        let n = rings[s.ring].len();
+        let adjacent = o.ring == s.ring && (o.idx == s.idx + 1 || (s.idx == 0 && o.idx == n - 1));
+        let bad = if adjacent {
+            // Consecutive edges share a vertex by construction; they are bad only
+            // when they fold back over each other (a spike).
+            let (first, second) = if o.idx == s.idx + 1 { (s, o) } else { (o, s) };
+            folds_back(first.line, second.line)
+        } else {
+            s.line.intersects(&o.line)
+        };
+        if bad {
+            let at = s.line.start;
+            return Err(FenceError::SelfIntersection {
+                what: format!("{what} {}", ring_name("", s.ring).trim_start()),
+                lon: at.x,
+                lat: at.y,
+            });
+        }
+        Ok(())
+    };
+    // Small rings: all pairs is cheaper than building a tree.
+    if segs.len() <= 64 {
+        for s in &segs {
+            for o in &segs {
+                check(s, o)?;
+            }
+        }
+        return Ok(());
+    }
     let tree = RTree::bulk_load(segs);
     for s in tree.iter() {
         for o in tree.locate_in_envelope_intersecting(&s.envelope()) {
-            if (o.ring, o.idx) <= (s.ring, s.idx) {
-                continue;
-            }
-            let n = rings[s.ring].len();
-            let adjacent = o.ring == s.ring && (o.idx == s.idx + 1 || (s.idx == 0 && o.idx == n - 1));
-            let bad = if adjacent {
-                // Consecutive edges share a vertex by construction; they are bad only
-                // when they fold back over each other (a spike).
-                let (first, second) = if o.idx == s.idx + 1 { (s, o) } else { (o, s) };
-                folds_back(first.line, second.line)
-            } else {
-                s.line.intersects(&o.line)
-            };
-            if bad {
-                let at = s.line.start;
-                return Err(FenceError::SelfIntersection {
-                    what: format!("{what} {}", ring_name("", s.ring).trim_start()),
-                    lon: at.x,
-                    lat: at.y,
-                });
-            }
+            check(s, o)?;
         }
     }
     Ok(())

@@ -150,6 +150,7 @@ fn check(specs: Vec<Spec>, points: Vec<(f64, f64)>) -> Result<(), TestCaseError>
         let got = index.containing(p[0], p[1]);
         prop_assert_eq!(&got, &want, "point {:?}", p);
         prop_assert_eq!(batch.of(i), &want[..]);
+        prop_assert_eq!(index.containing_via_rtree(p[0], p[1]), want.clone());
         // Fence::contains (no index) agrees too.
         let scan: Vec<FenceId> = index
             .fences()

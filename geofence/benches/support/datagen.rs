@@ -4,7 +4,8 @@
 //! Deterministic: a fixed seed and a small PRNG of our own, so every run and every tool
 //! sees the same fences and points.
 //!
-//! Fences: star-shaped polygons (always simple) with 20–500 vertices, 200 m–5 km across,
+//! Fences: star-shaped polygons (always simple) with 20–500 vertices, radius 200 m–5 km
+//! (log-uniform), outlines of a few smooth lobes plus ±2 % vertex noise,
 //! centred uniformly over a 10°×10° region of central Europe. Points: half uniform over
 //! the region, half near a random fence (within twice its radius), so both the "no
 //! fence here" and the "inside or near a detailed polygon" paths are exercised.
@@ -54,10 +55,21 @@ pub fn polygons(n: usize, seed: u64) -> Vec<Polygon> {
             let radius_m = (200f64.ln() + rng.f64() * (5000f64.ln() - 200f64.ln())).exp();
             let kx = 1.0 / (M_PER_DEG * center[1].to_radians().cos());
             let ky = 1.0 / M_PER_DEG;
+            // An outline as a digitised zone looks: a few smooth lobes (three harmonics)
+            // plus small per-vertex noise. Radii stay above 0.6·R, angles increase, so
+            // the ring is star-shaped and therefore simple.
+            let harmonics: Vec<(f64, f64, f64)> = [(2, 4, 0.18), (5, 9, 0.1), (10, 20, 0.05)]
+                .iter()
+                .map(|&(k0, k1, amp)| {
+                    let k = (k0 + rng.next_u64() % (k1 - k0 + 1)) as f64;
+                    (k, amp * rng.f64(), std::f64::consts::TAU * rng.f64())
+                })
+                .collect();
             let ring = (0..verts)
                 .map(|i| {
                     let a = std::f64::consts::TAU * (i as f64 + 0.8 * rng.f64()) / verts as f64;
-                    let r = radius_m * (0.55 + 0.45 * rng.f64());
+                    let shape: f64 = harmonics.iter().map(|(k, amp, ph)| amp * (k * a + ph).sin()).sum();
+                    let r = radius_m * (1.0 + shape) * (1.0 + 0.04 * (rng.f64() - 0.5));
                     [center[0] + r * a.cos() * kx, center[1] + r * a.sin() * ky]
                 })
                 .collect();
