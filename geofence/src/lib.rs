@@ -32,10 +32,12 @@
 //!
 //! - [`shape`]: [`Shape`] (polygon with holes, multipolygon, circle, corridor), [`Fence`]
 //!   (a validated shape plus its [`FenceRules`]), validation, antimeridian and pole policy.
-//! - `prepared`: the forms the hot path tests against: y-banded edge buckets for
-//!   polygons (a point test reads a few edges, not all of them), corridor chunks.
-//! - [`index`]: [`FenceIndex`], an immutable R-tree (`rstar`) over part envelopes with
-//!   exact tests behind it; [`SharedIndex`] swaps snapshots atomically (`arc-swap`).
+//! - `prepared`: the forms the hot path tests against: per polygon a 64×64
+//!   inside/outside/edge raster and y-banded edge buckets (a point test reads one cache
+//!   line or a few edges, never all of them); corridors cut into short chunks.
+//! - [`index`]: [`FenceIndex`], immutable: an R-tree (`rstar`) over part envelopes as
+//!   the index of record, a uniform grid over the same envelopes for point queries,
+//!   exact tests behind both; [`SharedIndex`] swaps snapshots atomically (`arc-swap`).
 //! - [`engine`]: [`Fix`] in, [`Event`] out; [`DeviceState`] is one device's state
 //!   machines, [`Engine`] holds many and evaluates batches.
 //! - [`rules`]: enter/exit confirmation, hysteresis, dwell alerts, speed limits, time
