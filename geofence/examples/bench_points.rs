@@ -120,10 +120,11 @@ fn run(dir: &str, threads: usize) -> Result<()> {
         index.len(),
         points.len(),
         points.len() as f64 / best,
-        if threads == 1 {
-            points.len() as f64 / best_cpu
+        // `null` when not measured: several threads, or a run shorter than a tick.
+        if threads == 1 && best_cpu.is_finite() {
+            format!("{:.0}", points.len() as f64 / best_cpu)
         } else {
-            0.0
+            "null".into()
         },
         points.len() as f64 / rtree_s
     );
