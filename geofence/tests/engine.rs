@@ -1,4 +1,4 @@
-//! The state machines end to end: a golden route across five fences with the exact
+//! The state machines end to end: a golden route across six fences with the exact
 //! events expected, jitter at an edge that must not flap, and the input edge cases
 //! (poor fixes, duplicates, disorder, index swaps, assignments).
 
