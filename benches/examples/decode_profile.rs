@@ -10,7 +10,11 @@ use protocols::{Protocol, decode_all};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let protocol: Protocol = args.get(1).map_or("teltonika", String::as_str).parse().expect("protocol name");
+    let protocol: Protocol = args
+        .get(1)
+        .map_or("teltonika", String::as_str)
+        .parse()
+        .expect("protocol name");
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let transport = protocol.transports()[0];
     let (bytes, records) = encoded_traffic(protocol, transport, 2_000, 25);
@@ -21,5 +25,8 @@ fn main() {
         let (messages, _) = decode_all(codec.as_mut(), black_box(&bytes), &ctx);
         decoded += messages.iter().map(|m| m.positions.len()).sum::<usize>();
     }
-    println!("{protocol}: {decoded} records ({records} per pass, {} bytes per pass)", bytes.len());
+    println!(
+        "{protocol}: {decoded} records ({records} per pass, {} bytes per pass)",
+        bytes.len()
+    );
 }
