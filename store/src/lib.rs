@@ -24,6 +24,26 @@
 //!   database per test.
 //! - `migrations/`: `0001_core.sql` (registry, trips, SQL helpers), `0002_telemetry.sql`
 //!   (positions, events, last position, rollups; mode-dependent).
+//!
+//! # Start-up and shutdown order
+//!
+//! The writer must drain before PostgreSQL stops, or accepted batches would never be
+//! acknowledged (they would be resent, so nothing is lost, but shutdown should be clean):
+//!
+//! ```no_run
+//! # async fn serve(cfg: store::StoreConfig) -> Result<(), store::StoreError> {
+//! let (store, managed) = store::open_configured(&cfg).await?; // migrated, today's partitions made
+//! let writer = store::Writer::spawn(store.pool().clone(), cfg.writer.clone());
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let maintenance = store::maintenance::spawn(store.clone(), cfg.maintenance.clone(), stopped);
+//! // … ingest: `writer.submit(batch).await?` then ack the device once the receipt resolves …
+//! writer.shutdown().await; // everything accepted is committed, receipts resolved
+//! stop.send_replace(true);
+//! let _ = maintenance.await;
+//! store.pool().close().await;
+//! drop(managed); // stops the managed PostgreSQL if this process started it
+//! # Ok(()) }
+//! ```
 
 pub mod config;
 pub mod copy;
