@@ -219,7 +219,7 @@ impl Store {
             .collect(),
         };
         let positions_estimate: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(c.reltuples), 0)::int8 FROM pg_class c \
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 FROM pg_class c \
              WHERE c.oid = 'positions'::regclass OR c.oid IN \
              (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'positions'::regclass)",
         )
