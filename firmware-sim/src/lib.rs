@@ -1,0 +1,29 @@
+//! `firmware-sim`: simulated trackers that drive, sense, and talk to a Clutch server the
+//! way real firmware does.
+//!
+//! This crate owns the device side of the wire: vehicles driving routes (kinematics,
+//! engine, OBD, fuel, accelerometer, GPS), sensor noise, scenario injection with a ground
+//! truth file, and firmware behaviour over each protocol's real transport (login,
+//! batching, waiting for acks, resending, reconnecting with backoff, heartbeats, answering
+//! downlink commands). It is both a library (the end-to-end tests start devices with it)
+//! and the `clutch sim` command (`run`, `replay`, `check`). Everything protocol-specific
+//! comes from `protocols`: a device encodes with `Protocol::device_encoder`, and learns
+//! the ack it must wait for by decoding its own frame with `Protocol::codec`.
+//!
+//! Runs are deterministic by seed: vehicles, noise and scenario outcomes depend only on
+//! the seed and the device index (network timing, of course, does not).
+//!
+//! # Layout
+//! - [`rng`]: the seeded PRNG every random choice draws from.
+//! - [`route`]: random road-like routes in a bounding box, GeoJSON LineStrings, geodesy.
+//! - [`vehicle`]: pure, time-stepped vehicle model.
+//! - [`noise`]: sensors — GPS jitter, fuel slosh, accelerometer noise, dropped fixes.
+//! - [`scenario`]: scenario TOML, the injection engine, ground truth lines.
+//! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
+
+pub mod noise;
+pub mod rng;
+pub mod route;
+pub mod scenario;
+pub mod track;
+pub mod vehicle;
