@@ -20,10 +20,22 @@
 //! - [`noise`]: sensors — GPS jitter, fuel slosh, accelerometer noise, dropped fixes.
 //! - [`scenario`]: scenario TOML, the injection engine, ground truth lines.
 //! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
+//! - [`ack`]: the ack a device waits for (learnt from the server codec) and matching it.
+//! - [`downlink`]: recognising server commands and the device's reply.
+//! - [`transport`]: TCP, UDP and HTTP/1.1 links.
+//! - [`device`]: the firmware loop of one device.
+//! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
+//! - [`stats`]: shared counters, the latency histogram, the run summary.
 
+pub mod ack;
+pub mod device;
+pub mod downlink;
 pub mod noise;
 pub mod rng;
 pub mod route;
+pub mod run;
 pub mod scenario;
+pub mod stats;
 pub mod track;
+pub mod transport;
 pub mod vehicle;
