@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Decode tracker frames and print them as JSON (the stable decoder contract).
     Decode(decode::DecodeArgs),
+    /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
+    Sim(firmware_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Sim(args) => firmware_sim::cli::main(args),
     }
 }

@@ -355,7 +355,8 @@ impl Device {
             garbage_in_row: 0,
         });
         inc(&self.stats.connects);
-        self.stats.connected.fetch_add(1, Relaxed);
+        let now_connected = self.stats.connected.fetch_add(1, Relaxed) + 1;
+        self.stats.peak_connected.fetch_max(now_connected, Relaxed);
         // Login, where the protocol has one; its ack is awaited like any other.
         let login = Message::new(MessageKind::Login).with_imei(&self.cfg.id);
         if let Ok(frame) = enc.encode(&login) {
@@ -445,13 +446,13 @@ impl Device {
             .with_imei(&self.cfg.id)
             .with_positions(vec![self.track.read()]);
         let mut frame = enc.encode(&msg).unwrap_or_else(|_| b"garbage".to_vec());
-        // Corrupt the middle and drop the tail: a checksum or terminator the server must
-        // notice, in whatever form this protocol uses.
+        // A whole frame with one byte corrupted in the middle: the envelope still frames,
+        // so the server must catch it by checksum or field syntax, and a stream server
+        // stays in sync for the frames after it.
         let mid = frame.len() / 2;
         if let Some(b) = frame.get_mut(mid) {
             *b ^= 0x5A;
         }
-        frame.truncate((frame.len() * 3 / 4).max(1));
         inc(&self.stats.malformed_sent);
         if let Some(c) = self.conn.as_mut()
             && let Err(e) = c.link.send(&frame).await

@@ -26,10 +26,16 @@
 //! - [`device`]: the firmware loop of one device.
 //! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
+//! - [`exchange`]: `replay` and `check` — captured frames to a server, answers back.
+//! - [`cli`]: the `clutch sim` arguments and commands.
+//! - [`ack_server`]: a minimal acking server from the protocols crate (tests, scale checks).
 
 pub mod ack;
+pub mod ack_server;
+pub mod cli;
 pub mod device;
 pub mod downlink;
+pub mod exchange;
 pub mod noise;
 pub mod rng;
 pub mod route;

@@ -82,6 +82,7 @@ impl Histogram {
 pub struct Stats {
     pub devices: AtomicU64,
     pub connected: AtomicI64,
+    pub peak_connected: AtomicI64,
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub disconnects: AtomicU64,
@@ -125,6 +126,7 @@ pub struct Summary {
     pub seed: u64,
     pub devices: u64,
     pub elapsed_s: f64,
+    pub peak_connections: i64,
     pub connects: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
@@ -165,6 +167,7 @@ impl Stats {
             seed,
             devices: g(&self.devices),
             elapsed_s: (secs * 100.0).round() / 100.0,
+            peak_connections: self.peak_connected.load(Relaxed),
             connects: g(&self.connects),
             connect_failures: g(&self.connect_failures),
             disconnects: g(&self.disconnects),
@@ -223,8 +226,8 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "connections: {} connects  {} failures  {} disconnects",
-            self.connects, self.connect_failures, self.disconnects
+            "connections: peak {} concurrent  {} connects  {} failures  {} disconnects",
+            self.peak_connections, self.connects, self.connect_failures, self.disconnects
         )?;
         if self.encode_errors + self.self_decode_errors > 0 {
             writeln!(
