@@ -288,3 +288,113 @@ async fn serve_http(mut s: tokio::net::TcpStream, protocol: Protocol, seen: Arc<
         }
     }
 }
+
+/// Start a minimal MQTT 3.1.1 broker on an ephemeral loopback port: CONNACK, PUBACK for
+/// QoS 1, PINGRESP. `clutch/<id>/raw/<protocol>` payloads are decoded with that
+/// protocol's codec; `clutch/<id>/telemetry` JSON positions are read back.
+pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding an ephemeral loopback port");
+    let addr = l.local_addr().expect("bound address");
+    let seen = Arc::new(Seen {
+        keep: true,
+        ..Seen::default()
+    });
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            s2.connections.fetch_add(1, Relaxed);
+            tokio::spawn(serve_mqtt(s, s2.clone(), behaviour));
+        }
+    });
+    TestServer { addr, seen }
+}
+
+async fn serve_mqtt(mut s: tokio::net::TcpStream, seen: Arc<Seen>, behaviour: Behaviour) {
+    use crate::mqtt::{packet, parse_publish, puback};
+    let mut codecs: HashMap<String, Box<dyn Codec>> = HashMap::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    let ctx = DecodeContext::now();
+    loop {
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut reply = Vec::new();
+        loop {
+            let (first, end, start) = match packet(&buf) {
+                None => break,
+                Some(Err(())) => return,
+                Some(Ok(p)) => p,
+            };
+            let body = buf[start..end].to_vec();
+            buf.drain(..end);
+            match first >> 4 {
+                1 => reply.extend_from_slice(&crate::mqtt::CONNACK_OK),
+                3 => {
+                    seen.frames.fetch_add(1, Relaxed);
+                    let Some((topic, pid, payload)) = parse_publish(first, &body) else {
+                        return;
+                    };
+                    let parts: Vec<&str> = topic.split('/').collect();
+                    let mut positions = 0;
+                    match parts.as_slice() {
+                        ["clutch", id, "raw", proto] => {
+                            let Ok(p) = proto.parse::<Protocol>() else { continue };
+                            let codec = match codecs.entry((*proto).to_owned()) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(v) => match p.codec(Transport::Tcp) {
+                                    Ok(c) => v.insert(c),
+                                    Err(_) => continue,
+                                },
+                            };
+                            let (msgs, errs) = protocols::decode_all(&mut **codec, &payload, &ctx);
+                            seen.decode_errors.fetch_add(errs.len() as u64, Relaxed);
+                            for mut m in msgs {
+                                positions += m.positions.len();
+                                m.imei.get_or_insert_with(|| (*id).to_owned());
+                                seen.record(m);
+                            }
+                        }
+                        ["clutch", id, "telemetry"] => {
+                            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                            let mut ps = Vec::new();
+                            for q in v["positions"].as_array().into_iter().flatten() {
+                                let time = q["time"].as_str().and_then(|t| t.parse().ok());
+                                let (Some(time), Some(lat), Some(lon)) =
+                                    (time, q["latitude"].as_f64(), q["longitude"].as_f64())
+                                else {
+                                    continue;
+                                };
+                                let mut pos =
+                                    protocols::Position::new(time, lat, lon, q["valid"].as_bool().unwrap_or(true));
+                                pos.speed_kmh = q["speed_kmh"].as_f64();
+                                ps.push(pos);
+                            }
+                            positions = ps.len();
+                            seen.record(Message::new(MessageKind::Position).with_imei(*id).with_positions(ps));
+                        }
+                        _ => {}
+                    }
+                    let withhold = behaviour == Behaviour::DropFirstPositionAck
+                        && positions > 0
+                        && seen.dropped.fetch_add(1, Relaxed) == 0;
+                    if let Some(pid) = pid
+                        && !withhold
+                    {
+                        reply.extend_from_slice(&puback(pid));
+                    }
+                }
+                12 => reply.extend_from_slice(&crate::mqtt::PINGRESP),
+                14 => return,
+                _ => {}
+            }
+        }
+        if !reply.is_empty() && s.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}

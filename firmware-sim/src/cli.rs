@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// Number of devices.
     #[arg(long, default_value_t = 10)]
     pub devices: usize,
-    /// Protocol mix: `teltonika`, or `gt06=70,teltonika:udp=30` (name[:transport][=weight]).
+    /// Protocol mix: `teltonika`, or `gt06=70,teltonika:udp=30,ruptela:mqtt=10`
+    /// (name[:tcp|udp|http|mqtt][=weight]; mqtt publishes to a broker at --target).
     #[arg(long, default_value = "teltonika")]
     pub protocol: String,
     /// Server address, `host:port`; with `host` alone each protocol uses its default port.
@@ -92,6 +93,13 @@ pub struct RunArgs {
     /// Source addresses: `auto` (spread over 127.0.0.x for big loopback runs), `none`, or a list.
     #[arg(long, default_value = "auto")]
     pub source_ips: String,
+    /// What `:mqtt` devices publish: raw frames to clutch/<id>/raw/<protocol>, or JSON to
+    /// clutch/<id>/telemetry.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub mqtt_payload: crate::mqtt::MqttPayload,
+    /// Print the device ids (IMEIs) this seed gives, one a line, and exit (to register them).
+    #[arg(long)]
+    pub list_ids: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -166,7 +174,7 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 /// Parse a protocol mix.
-pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32)>, String> {
+pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32, bool)>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (spec, weight) = match part.split_once('=') {
@@ -180,9 +188,14 @@ pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32)>, String> {
             ),
             None => (part, 1),
         };
-        let (name, transport) = match spec.split_once(':') {
-            Some((n, t)) => (n, Some(t.parse::<Transport>()?)),
-            None => (spec, None),
+        let (name, transport, mqtt) = match spec.split_once(':') {
+            Some((n, t)) if t.trim().eq_ignore_ascii_case("mqtt") => (n, None, true),
+            Some((n, t)) => (
+                n,
+                Some(t.parse::<Transport>().map_err(|e| format!("{e} or mqtt"))?),
+                false,
+            ),
+            None => (spec, None, false),
         };
         let p: Protocol = name.trim().parse()?;
         let t = transport.unwrap_or(p.transports()[0]);
@@ -192,7 +205,7 @@ pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32)>, String> {
         if p.device_encoder(t).is_err() || p.codec(t).is_err() {
             return Err(format!("{p} over {} has no codec in this build yet", t.as_str()));
         }
-        out.push((p, t, weight));
+        out.push((p, t, weight, mqtt));
     }
     if out.is_empty() {
         return Err("--protocol is empty".into());
@@ -286,19 +299,22 @@ pub fn fleet_config(a: &RunArgs) -> Result<FleetConfig, String> {
     if interval < Duration::from_millis(1) {
         return Err("the report interval is under 1 ms; use fewer positions/s or more devices".into());
     }
-    let first_target = resolve(&a.target, mix[0].0.default_port())?;
+    const MQTT_PORT: u16 = 1883;
+    let port_of = |p: Protocol, mqtt: bool| if mqtt { MQTT_PORT } else { p.default_port() };
+    let first_target = resolve(&a.target, port_of(mix[0].0, mix[0].3))?;
     let mut entries = Vec::new();
-    for (p, t, w) in mix {
+    for (p, t, w, mqtt) in mix {
         let target = if has_port(&a.target) {
             first_target
         } else {
-            resolve(&a.target, p.default_port())?
+            resolve(&a.target, port_of(p, mqtt))?
         };
         entries.push(MixEntry {
             protocol: p,
             transport: t,
             weight: w,
             target,
+            mqtt: mqtt.then_some(a.mqtt_payload),
         });
     }
     let source_ips = match a.source_ips.as_str() {
@@ -336,6 +352,12 @@ pub fn fleet_config(a: &RunArgs) -> Result<FleetConfig, String> {
 
 async fn run_cmd(a: RunArgs) -> Result<ExitCode, String> {
     let cfg = fleet_config(&a)?;
+    if a.list_ids {
+        for i in 0..cfg.devices {
+            println!("{}", cfg.device_id(i));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let wanted = (a.devices as u64) * 2 + 256;
     match rlimit::increase_nofile_limit(wanted) {
         Ok(got) if got < wanted => eprintln!(
@@ -348,7 +370,10 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode, String> {
     let mix: Vec<String> = cfg
         .mix
         .iter()
-        .map(|m| format!("{}/{}→{} ×{}", m.protocol, m.transport.as_str(), m.target, m.weight))
+        .map(|m| {
+            let t = if m.mqtt.is_some() { "mqtt" } else { m.transport.as_str() };
+            format!("{}/{t}→{} ×{}", m.protocol, m.target, m.weight)
+        })
         .collect();
     eprintln!(
         "clutch sim: seed {} (reproduce with --seed {}), {} devices, {}, interval {:?}, duration {:?}",

@@ -21,6 +21,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::ack::{Expect, Match, expect_for};
 use crate::downlink;
+use crate::mqtt::{self, MqttPayload};
 use crate::rng::Rng;
 use crate::scenario::{DeviceAction, GroundTruth};
 use crate::stats::{Stats, add, inc};
@@ -55,6 +56,8 @@ pub struct DeviceConfig {
     /// Delay before the first connection (spreads a fleet's logins).
     pub start_delay: Duration,
     pub track: Arc<TrackConfig>,
+    /// Publish to an MQTT broker at `target` instead of the protocol's own transport.
+    pub mqtt: Option<MqttPayload>,
 }
 
 impl DeviceConfig {
@@ -78,6 +81,7 @@ impl DeviceConfig {
             seed: 0,
             start_delay: Duration::ZERO,
             track: Arc::new(TrackConfig::default()),
+            mqtt: None,
         }
     }
 }
@@ -339,13 +343,24 @@ impl Device {
     }
 
     async fn connect(&mut self, enc: &mut dyn DeviceEncoder) -> Result<(), String> {
-        let link = Link::connect(
-            self.cfg.transport,
-            self.cfg.target,
-            self.cfg.source_ip,
-            self.cfg.connect_timeout,
-        )
-        .await
+        let link = match self.cfg.mqtt {
+            Some(payload) => {
+                let topic = match payload {
+                    MqttPayload::Raw => format!("clutch/{}/raw/{}", self.cfg.id, self.cfg.protocol),
+                    MqttPayload::Json => format!("clutch/{}/telemetry", self.cfg.id),
+                };
+                Link::connect_mqtt(self.cfg.target, self.cfg.source_ip, self.cfg.connect_timeout, topic).await
+            }
+            None => {
+                Link::connect(
+                    self.cfg.transport,
+                    self.cfg.target,
+                    self.cfg.source_ip,
+                    self.cfg.connect_timeout,
+                )
+                .await
+            }
+        }
         .map_err(|e| e.to_string())?;
         let mirror = self.cfg.protocol.codec(self.cfg.transport).map_err(|e| e.to_string())?;
         self.conn = Some(Conn {
@@ -357,6 +372,12 @@ impl Device {
         inc(&self.stats.connects);
         let now_connected = self.stats.connected.fetch_add(1, Relaxed) + 1;
         self.stats.peak_connected.fetch_max(now_connected, Relaxed);
+        if self.cfg.mqtt.is_some() {
+            // The MQTT CONNECT is the login; the broker's CONNACK its ack.
+            let keep_alive = self.cfg.heartbeat.as_secs().clamp(1, 65_535) as u16 * 2;
+            let connect = mqtt::connect(&self.cfg.id, keep_alive);
+            return self.control(&connect, &mqtt::CONNACK_OK, true).await;
+        }
         // Login, where the protocol has one; its ack is awaited like any other.
         let login = Message::new(MessageKind::Login).with_imei(&self.cfg.id);
         if let Ok(frame) = enc.encode(&login) {
@@ -365,10 +386,39 @@ impl Device {
         Ok(())
     }
 
-    /// Send a frame, work out its ack, and put it in flight.
+    /// Send an MQTT control packet and await its answer like an ack.
+    async fn control(&mut self, packet: &[u8], answer: &[u8], login: bool) -> Result<(), String> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err("not connected".into());
+        };
+        if let Err(e) = c.link.send_raw(packet).await {
+            self.disconnect(&format!("write error: {e}"));
+            return Err(e.to_string());
+        }
+        let now = Instant::now();
+        self.inflight = Some(InFlight {
+            records: 0,
+            expect: Expect::Bytes(answer.to_vec()),
+            sent_at: now,
+            deadline: now + self.cfg.ack_timeout,
+            login,
+        });
+        Ok(())
+    }
+
+    /// Send a frame, work out its ack, and put it in flight. Over MQTT the frame (or
+    /// `json`, for telemetry publishing) is published and the PUBACK is the ack.
     async fn transmit(&mut self, frame: &[u8], records: usize, login: bool) -> bool {
+        self.transmit_with(frame, None, records, login).await
+    }
+
+    async fn transmit_with(&mut self, frame: &[u8], json: Option<Vec<u8>>, records: usize, login: bool) -> bool {
         let Some(c) = self.conn.as_mut() else { return false };
-        let requests = match c.link.send(frame).await {
+        let wire: &[u8] = match (self.cfg.mqtt, &json) {
+            (Some(MqttPayload::Json), Some(j)) => j,
+            _ => frame,
+        };
+        let requests = match c.link.send(wire).await {
             Ok(n) => n,
             Err(e) => {
                 self.disconnect(&format!("write error: {e}"));
@@ -376,7 +426,11 @@ impl Device {
             }
         };
         inc(&self.stats.frames_sent);
-        let (expect, _, errors) = expect_for(self.cfg.protocol, self.cfg.transport, &mut *c.mirror, frame, requests);
+        let (mut expect, _, errors) =
+            expect_for(self.cfg.protocol, self.cfg.transport, &mut *c.mirror, frame, requests);
+        if let Some(ack) = c.link.last_puback() {
+            expect = Expect::Bytes(ack.to_vec());
+        }
         if errors > 0 {
             add(&self.stats.self_decode_errors, errors);
             tracing::warn!(device = %self.cfg.id, frame = %hex::encode(&frame[..frame.len().min(64)]), "our own frame does not decode with the server codec");
@@ -424,10 +478,19 @@ impl Device {
         }
         add(&self.stats.records_sent, n);
         add(&self.stats.records_resent, resent);
-        self.transmit(&frame, n, false).await;
+        let json = (self.cfg.mqtt == Some(MqttPayload::Json)).then(|| {
+            let positions: Vec<&Position> = self.buffer.iter().take(n).map(|r| &r.pos).collect();
+            serde_json::to_vec(&serde_json::json!({ "id": self.cfg.id, "positions": positions })).unwrap_or_default()
+        });
+        self.transmit_with(&frame, json, n, false).await;
     }
 
     async fn send_heartbeat(&mut self, enc: &mut dyn DeviceEncoder) {
+        if self.cfg.mqtt.is_some() {
+            inc(&self.stats.heartbeats);
+            let _ = self.control(&mqtt::PINGREQ, &mqtt::PINGRESP, false).await;
+            return;
+        }
         let mut msg = Message::new(MessageKind::Heartbeat).with_imei(&self.cfg.id);
         // Protocols without a heartbeat send their last fix instead; give them one.
         msg.positions = vec![self.track.read()];
@@ -454,10 +517,21 @@ impl Device {
             *b ^= 0x5A;
         }
         inc(&self.stats.malformed_sent);
-        if let Some(c) = self.conn.as_mut()
-            && let Err(e) = c.link.send(&frame).await
-        {
+        let Some(c) = self.conn.as_mut() else { return };
+        if let Err(e) = c.link.send(&frame).await {
             self.disconnect(&format!("write error: {e}"));
+            return;
+        }
+        // The broker acks the publish whatever its payload; wait for that like any ack.
+        if let Some(ack) = c.link.last_puback() {
+            let now = Instant::now();
+            self.inflight = Some(InFlight {
+                records: 0,
+                expect: Expect::Bytes(ack.to_vec()),
+                sent_at: now,
+                deadline: now + self.cfg.ack_timeout,
+                login: false,
+            });
         }
     }
 

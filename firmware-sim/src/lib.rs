@@ -22,7 +22,8 @@
 //! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
 //! - [`ack`]: the ack a device waits for (learnt from the server codec) and matching it.
 //! - [`downlink`]: recognising server commands and the device's reply.
-//! - [`transport`]: TCP, UDP and HTTP/1.1 links.
+//! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT links.
+//! - [`mqtt`]: the few MQTT 3.1.1 packets a publishing device needs.
 //! - [`device`]: the firmware loop of one device.
 //! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod device;
 pub mod downlink;
 pub mod exchange;
+pub mod mqtt;
 pub mod noise;
 pub mod rng;
 pub mod route;

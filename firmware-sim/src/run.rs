@@ -29,6 +29,8 @@ pub struct MixEntry {
     pub weight: u32,
     /// Where its devices connect.
     pub target: SocketAddr,
+    /// Publish to an MQTT broker at `target` instead of using `transport`.
+    pub mqtt: Option<crate::mqtt::MqttPayload>,
 }
 
 /// A fleet run.
@@ -63,6 +65,7 @@ impl FleetConfig {
                 transport: protocol.transports()[0],
                 weight: 1,
                 target,
+                mqtt: None,
             }],
             interval: Duration::from_secs(1),
             duration: Duration::from_secs(10),
@@ -160,6 +163,7 @@ impl Fleet {
             ids.push(id.clone());
             let mut d = DeviceConfig::new(id, entry.protocol, entry.target);
             d.transport = entry.transport;
+            d.mqtt = entry.mqtt;
             d.interval = cfg.interval;
             d.time_scale = cfg.time_scale;
             d.batch = cfg.batch.max(1);

@@ -1,4 +1,5 @@
-//! The device's link to the server: TCP, UDP (connected socket) or HTTP/1.1 keep-alive.
+//! The device's link to the server: TCP, UDP (connected socket), HTTP/1.1 keep-alive, or
+//! MQTT to a broker.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,16 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 pub enum Link {
     Tcp(TcpStream),
     Udp(UdpSocket),
-    Http { stream: TcpStream, host: String },
+    Http {
+        stream: TcpStream,
+        host: String,
+    },
+    /// MQTT to a broker: every frame is a QoS 1 PUBLISH to `topic`.
+    Mqtt {
+        stream: TcpStream,
+        topic: String,
+        next_pid: u16,
+    },
 }
 
 impl Link {
@@ -64,6 +74,39 @@ impl Link {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
+    /// Connect to an MQTT broker; the caller sends CONNECT (it is the device's login).
+    pub async fn connect_mqtt(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+        topic: String,
+    ) -> io::Result<Link> {
+        match Link::connect(Transport::Tcp, target, source, timeout).await? {
+            Link::Tcp(stream) => Ok(Link::Mqtt {
+                stream,
+                topic,
+                next_pid: 0,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Write bytes as they are (MQTT control packets).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Link::Tcp(s) | Link::Http { stream: s, .. } | Link::Mqtt { stream: s, .. } => s.write_all(bytes).await,
+            Link::Udp(s) => s.send(bytes).await.map(|_| ()),
+        }
+    }
+
+    /// The PUBACK the last publish waits for (MQTT links only).
+    pub fn last_puback(&self) -> Option<[u8; 4]> {
+        match self {
+            Link::Mqtt { next_pid, .. } => Some(crate::mqtt::puback(*next_pid)),
+            _ => None,
+        }
+    }
+
     /// Send one frame as the device would. For HTTP the frame is what the OsmAnd encoder
     /// produced (request targets one a line, or a JSON body); returns the number of
     /// requests it became.
@@ -82,6 +125,18 @@ impl Link {
                 stream.write_all(&bytes).await?;
                 Ok(n)
             }
+            Link::Mqtt {
+                stream,
+                topic,
+                next_pid,
+            } => {
+                // Packet id 0 is not allowed at QoS 1.
+                *next_pid = next_pid.checked_add(1).unwrap_or(1);
+                stream
+                    .write_all(&crate::mqtt::publish(topic, *next_pid, frame, false))
+                    .await?;
+                Ok(1)
+            }
         }
     }
 
@@ -89,7 +144,7 @@ impl Link {
     /// Cancel-safe: bytes are only appended when a read completes.
     pub async fn recv(&mut self, scratch: &mut [u8], rx: &mut Vec<u8>) -> io::Result<usize> {
         let n = match self {
-            Link::Tcp(s) | Link::Http { stream: s, .. } => s.read(scratch).await?,
+            Link::Tcp(s) | Link::Http { stream: s, .. } | Link::Mqtt { stream: s, .. } => s.read(scratch).await?,
             Link::Udp(s) => {
                 let n = s.recv(scratch).await?;
                 if n == 0 {

@@ -21,6 +21,7 @@ fn quick(devices: usize, p: Protocol, t: Transport, addr: std::net::SocketAddr) 
         transport: t,
         weight: 1,
         target: addr,
+        mqtt: None,
     }];
     cfg.interval = Duration::from_millis(40);
     cfg.time_scale = 25.0;
@@ -90,6 +91,44 @@ async fn every_landed_protocol_delivers_and_is_acked() {
 
 fn cfg_ids(cfg: &FleetConfig) -> Vec<String> {
     (0..cfg.devices).map(|i| cfg.device_id(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_publishing_raw_and_json() {
+    use firmware_sim::mqtt::MqttPayload;
+    for (p, payload) in [
+        (Protocol::Teltonika, MqttPayload::Raw),
+        (Protocol::Gt06, MqttPayload::Raw),
+        (Protocol::Ruptela, MqttPayload::Json),
+    ] {
+        if !landed(p, Transport::Tcp) {
+            continue;
+        }
+        let broker = common::start_mqtt(Behaviour::DropFirstPositionAck).await;
+        let mut cfg = quick(2, p, Transport::Tcp, broker.addr);
+        cfg.mix[0].mqtt = Some(payload);
+        cfg.ack_timeout = Duration::from_millis(300);
+        let (s, _) = Fleet::start(&cfg).wait(None).await;
+        let got = server_uniq(&broker.seen);
+        assert_eq!(s.records_acked, s.records_generated, "{p}/{payload:?}: {s}");
+        assert!(
+            s.records_resent >= 1,
+            "{p}/{payload:?}: the withheld PUBACK caused a resend: {s}"
+        );
+        assert_eq!(got as u64, s.records_generated, "{p}/{payload:?}: {s}");
+        assert_eq!(s.garbage + s.rejected + s.self_decode_errors, 0, "{p}/{payload:?}: {s}");
+    }
+}
+
+fn server_uniq(seen: &common::Seen) -> usize {
+    let mut uniq: Vec<(String, i64)> = seen
+        .positions()
+        .iter()
+        .map(|(id, p)| (id.clone(), p.time.timestamp()))
+        .collect();
+    uniq.sort();
+    uniq.dedup();
+    uniq.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
