@@ -1,6 +1,8 @@
 //! Scale check: N concurrent device connections from one process against an in-process
 //! acking server. `cargo run --release -p firmware-sim --example scale -- 10000 gt06 60s 10s`
-//! (devices, protocol, duration, interval). Numbers go in the crate README.
+//! (devices, protocol, duration, interval, and optionally the `host:port` of a server in
+//! another process — with both ends in one process every connection costs two file
+//! descriptors). Numbers go in the crate README.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -27,16 +29,23 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let transport = protocol.transports()[0];
-        let server = start_on(
-            "127.0.0.1:0".parse().map_err(|_| "addr")?,
-            protocol,
-            transport,
-            Behaviour::Ack,
-            false,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut cfg = FleetConfig::new(devices, protocol, server.addr);
+        let external: Option<std::net::SocketAddr> = match args.get(4) {
+            Some(a) => Some(a.parse().map_err(|e| format!("target: {e}"))?),
+            None => None,
+        };
+        let server = match external {
+            Some(_) => None,
+            None => {
+                let any = "127.0.0.1:0".parse().map_err(|_| "addr")?;
+                Some(
+                    start_on(any, protocol, transport, Behaviour::Ack, false)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        let target = external.or(server.as_ref().map(|s| s.addr)).ok_or("no target")?;
+        let mut cfg = FleetConfig::new(devices, protocol, target);
         cfg.duration = duration;
         cfg.interval = interval;
         cfg.ramp = Duration::from_secs_f64((devices as f64 / 1000.0).min(30.0));
@@ -47,7 +56,9 @@ fn main() -> Result<(), String> {
         let fleet = Fleet::start(&cfg);
         let (summary, _) = fleet.wait(Some(cfg.ramp + cfg.duration)).await;
         println!("{summary}");
-        println!("server saw {} positions", server.seen.position_count.load(Relaxed));
+        if let Some(server) = server {
+            println!("server saw {} positions", server.seen.position_count.load(Relaxed));
+        }
         Ok::<(), String>(())
     })
 }

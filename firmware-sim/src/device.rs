@@ -236,6 +236,10 @@ impl Device {
             let conn = &mut self.conn;
             tokio::select! {
                 _ = sleep_until(next_fix), if generating => {
+                    if next_fix >= dl.generate_until {
+                        // The fix falls on the deadline: the run is over, produce nothing.
+                        continue;
+                    }
                     next_fix += self.cfg.interval;
                     // A device that fell behind (overloaded machine) skips, it does not burst.
                     if next_fix < Instant::now() {
