@@ -235,9 +235,10 @@ impl Device {
             let idle = self.inflight.is_none();
             let conn = &mut self.conn;
             tokio::select! {
-                _ = sleep_until(next_fix), if generating => {
+                _ = sleep_until(next_fix.min(dl.generate_until)), if generating => {
                     if next_fix >= dl.generate_until {
-                        // The fix falls on the deadline: the run is over, produce nothing.
+                        // Woken by the deadline (or the fix falls on it): produce nothing
+                        // more, deliver what is buffered, and stop.
                         continue;
                     }
                     next_fix += self.cfg.interval;

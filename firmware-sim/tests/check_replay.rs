@@ -148,8 +148,8 @@ fn mixes_and_targets() {
     ])
     .unwrap();
     assert!(c.mix.iter().all(|m| m.target.port() == 9000));
+    assert_eq!(c.seed, 3);
     let c = run_args(&["--protocol", "ruptela:mqtt,gt06", "--target", "127.0.0.1"]).unwrap();
     assert_eq!(c.mix[0].target.port(), 1883);
     assert!(c.mix[0].mqtt.is_some() && c.mix[1].mqtt.is_none());
-    assert_eq!(c.seed, 3);
 }
