@@ -205,3 +205,33 @@ async fn downlink_commands_are_answered() {
         assert_eq!(server.seen.kinds(MessageKind::CommandResponse), 1, "{p}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_devices_send_heartbeats() {
+    for (p, mqtt) in [
+        (Protocol::Gt06, false),
+        (Protocol::Ruptela, false),
+        (Protocol::Gt06, true),
+    ] {
+        let server = if mqtt {
+            common::start_mqtt(Behaviour::Ack).await
+        } else {
+            common::start(p, Transport::Tcp, Behaviour::Ack).await
+        };
+        let mut cfg = quick(1, p, Transport::Tcp, server.addr);
+        cfg.mix[0].mqtt = mqtt.then_some(firmware_sim::mqtt::MqttPayload::Raw);
+        cfg.interval = Duration::from_secs(30);
+        cfg.heartbeat = Duration::from_millis(150);
+        cfg.duration = Duration::from_millis(1000);
+        let (s, _) = Fleet::start(&cfg).wait(None).await;
+        assert!(s.heartbeats >= 3, "{p} mqtt={mqtt}: {s}");
+        assert_eq!(
+            s.ack_timeouts + s.garbage + s.rejected,
+            0,
+            "{p} mqtt={mqtt}: heartbeats were answered: {s}"
+        );
+        if !mqtt {
+            assert!(server.seen.kinds(MessageKind::Heartbeat) >= 3, "{p}");
+        }
+    }
+}

@@ -212,3 +212,68 @@ fn injected_events_show_in_the_readings() {
         }
     }
 }
+
+#[test]
+fn geofence_crossings_along_a_route() {
+    use firmware_sim::route::{LatLon, offset};
+    // A straight 3 km street through a 300 m fence centred 1.5 km along it.
+    let a = LatLon { lat: 54.68, lon: 25.25 };
+    let b = offset(a, 90.0, 3000.0);
+    let centre = offset(a, 90.0, 1500.0);
+    let scenario = Scenario::from_toml(&format!(
+        r#"
+        [[geofences]]
+        name = "yard"
+        lat = {}
+        lon = {}
+        radius_m = 300
+        dwell = "10s"
+        "#,
+        centre.lat, centre.lon
+    ))
+    .unwrap();
+    let cfg = TrackConfig {
+        noise: NoiseConfig::NONE,
+        route: RouteSpec::Line(vec![a, b]),
+        geofences: scenario.geofences,
+        ..TrackConfig::default()
+    };
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 8, 0, 0).unwrap();
+    let mut t = Track::new("dev", &cfg, start, 3);
+    let mut inside_at = Vec::new();
+    let mut truth = Vec::new();
+    for _ in 0..600 {
+        t.advance(1.0);
+        let p = t.read();
+        let d = distance_m(
+            LatLon {
+                lat: p.latitude,
+                lon: p.longitude,
+            },
+            centre,
+        );
+        inside_at.push((p.time, d <= 300.0));
+        truth.extend(t.take_truth());
+    }
+    truth.extend(t.finish());
+    let kinds: Vec<&str> = truth
+        .iter()
+        .filter(|g| g.kind.starts_with("geofence"))
+        .map(|g| g.kind.as_str())
+        .collect();
+    assert!(
+        kinds.starts_with(&["geofence_enter", "geofence_exit", "geofence_dwell"]),
+        "{kinds:?}"
+    );
+    let enter = truth.iter().find(|g| g.kind == "geofence_enter").unwrap();
+    let exit = truth.iter().find(|g| g.kind == "geofence_exit").unwrap();
+    let dwell = truth.iter().find(|g| g.kind == "geofence_dwell").unwrap();
+    assert_eq!(enter.extra["geofence"], "yard");
+    // The reported fixes agree: outside just before the entry, inside from it until the exit.
+    let state = |time| inside_at.iter().find(|(t, _)| *t == time).map(|(_, i)| *i).unwrap();
+    assert!(!state(enter.start - chrono::Duration::seconds(1)) && state(enter.start));
+    assert!(state(exit.start - chrono::Duration::seconds(1)) && !state(exit.start));
+    assert_eq!((dwell.start, dwell.end), (enter.start, exit.start));
+    // 600 m of fence at no more than 50 km/h takes at least 43 s.
+    assert!(dwell.magnitude >= 43.0, "{dwell:?}");
+}
