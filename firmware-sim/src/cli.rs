@@ -20,6 +20,9 @@ use crate::track::TrackConfig;
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
+    /// Device log level on stderr: off, error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
     #[command(subcommand)]
     pub command: SimCommand,
 }
@@ -154,6 +157,9 @@ pub struct CheckArgs {
 
 /// Run `clutch sim …`.
 pub fn main(args: SimArgs) -> ExitCode {
+    if let Err(e) = crate::log::install(&args.log) {
+        return fail(&e);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),

@@ -260,6 +260,7 @@ impl Device {
                             if self.inflight.as_ref().is_some_and(|f| f.login) {
                                 inc(&self.stats.rejected);
                             }
+                            tracing::warn!(device = %self.cfg.id, "{why}; reconnecting with backoff");
                             self.disconnect(why);
                             next_connect = Instant::now() + self.next_backoff();
                         }
@@ -269,6 +270,7 @@ impl Device {
                             }
                         }
                         Err(e) => {
+                            tracing::warn!(device = %self.cfg.id, "read error: {e}; reconnecting with backoff");
                             self.disconnect(&format!("read error: {e}"));
                             next_connect = Instant::now() + self.next_backoff();
                         }

@@ -29,6 +29,7 @@
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
 //! - [`exchange`]: `replay` and `check` — captured frames to a server, answers back.
 //! - [`cli`]: the `clutch sim` arguments and commands.
+//! - [`log`]: a minimal stderr subscriber for the devices' log events.
 //! - [`ack_server`]: a minimal acking server from the protocols crate (tests, scale checks).
 
 pub mod ack;
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod device;
 pub mod downlink;
 pub mod exchange;
+pub mod log;
 pub mod mqtt;
 pub mod noise;
 pub mod rng;
