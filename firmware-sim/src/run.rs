@@ -206,6 +206,7 @@ impl Fleet {
     /// when `progress` is set.
     pub async fn wait(mut self, progress: Option<Duration>) -> (Summary, Vec<GroundTruth>) {
         let total = progress.map(|d| d.as_secs_f64());
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -217,23 +218,31 @@ impl Fleet {
                 _ = tick.tick(), if total.is_some() => {
                     let s = &self.stats;
                     let el = self.started.elapsed().as_secs_f64();
+                    let total = total.unwrap_or(0.0);
                     let acked = s.records_acked.load(Relaxed) + s.records_unacked_by_protocol.load(Relaxed);
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(
-                        err,
-                        "\r[{el:>5.0}s/{:.0}s] {} connected  sent {}  acked {}  resent {}  {:.0} records/s   ",
-                        total.unwrap_or(0.0),
+                    // A redrawn bar on a terminal; a line every 10 s in a log file.
+                    if !tty && !(el as u64).is_multiple_of(10) {
+                        continue;
+                    }
+                    let frac = if total > 0.0 { (el / total).clamp(0.0, 1.0) } else { 1.0 };
+                    let filled = (frac * 24.0).round() as usize;
+                    let line = format!(
+                        "[{}{}] {el:>4.0}s/{total:.0}s  {} connected  sent {}  acked {}  resent {}  {:.0} records/s",
+                        "#".repeat(filled),
+                        "-".repeat(24 - filled),
                         s.connected.load(Relaxed),
                         s.records_sent.load(Relaxed),
                         acked,
                         s.records_resent.load(Relaxed),
                         acked as f64 / el.max(1e-3),
                     );
+                    let mut err = std::io::stderr().lock();
+                    let _ = if tty { write!(err, "\r{line}   ") } else { writeln!(err, "{line}") };
                     let _ = err.flush();
                 }
             }
         }
-        if total.is_some() {
+        if total.is_some() && tty {
             eprintln!();
         }
         let summary = self.stats.summary(self.seed, self.started.elapsed());
