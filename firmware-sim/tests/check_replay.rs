@@ -12,7 +12,11 @@ use firmware_sim::exchange::{Format, exchange, parse_capture};
 use protocols::{Message, MessageKind, Position, Protocol, Transport};
 
 fn frames(p: Protocol) -> Vec<Vec<u8>> {
-    let mut enc = p.device_encoder(Transport::Tcp).unwrap();
+    frames_over(p, Transport::Tcp)
+}
+
+fn frames_over(p: Protocol, t: Transport) -> Vec<Vec<u8>> {
+    let mut enc = p.device_encoder(t).unwrap();
     let id = "356307042441013";
     let mut out = Vec::new();
     if let Ok(f) = enc.encode(&Message::new(MessageKind::Login).with_imei(id)) {
@@ -53,6 +57,23 @@ async fn check_reports_acks() {
             r.iter().any(|x| x.verdict == "acked") || p == Protocol::Meitrack,
             "{p}: {r:#?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn check_over_udp_and_http() {
+    for (p, t) in [
+        (Protocol::Teltonika, Transport::Udp),
+        (Protocol::Osmand, Transport::Http),
+    ] {
+        if p.device_encoder(t).is_err() || p.codec(t).is_err() {
+            eprintln!("skip {p}: not landed");
+            continue;
+        }
+        let server = common::start(p, t, Behaviour::Ack).await;
+        let f = frames_over(p, t);
+        let r = exchange(p, t, server.addr, &f, Duration::from_secs(2)).await.unwrap();
+        assert!(r.iter().all(|x| x.verdict == "acked"), "{p}: {r:#?}");
     }
 }
 
