@@ -20,6 +20,8 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// The database: print its URL, show the storage mode, apply migrations.
     Db(db::DbArgs),
+    /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
+    Sim(firmware_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +29,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Db(args) => db::run(args),
+        Command::Sim(args) => firmware_sim::cli::main(args),
     }
 }

@@ -1,0 +1,3 @@
+//! The tests' server is the library's own acking server.
+
+pub use firmware_sim::ack_server::*;
