@@ -556,15 +556,18 @@ async fn write_positions_deduplicated(
     .await?;
     // Each inserted key is credited to the first batch that carried it; every other row
     // was a duplicate (already stored, or repeated within the group).
-    let mut first_owner: HashMap<(i64, DateTime<Utc>), usize> = HashMap::with_capacity(enc.positions);
+    // Keys in microseconds: PostgreSQL's precision, whatever the submitted rows carried.
+    let mut first_owner: HashMap<(i64, i64), usize> = HashMap::with_capacity(enc.positions);
     for (i, job) in group.iter().enumerate() {
         duplicates[i] += job.batch.positions.len();
         for r in &job.batch.positions {
-            first_owner.entry((r.device_id, r.fix_time)).or_insert(i);
+            first_owner
+                .entry((r.device_id, r.fix_time.timestamp_micros()))
+                .or_insert(i);
         }
     }
-    for key in inserted {
-        if let Some(&i) = first_owner.get(&key) {
+    for (device, time) in inserted {
+        if let Some(&i) = first_owner.get(&(device, time.timestamp_micros())) {
             duplicates[i] -= 1;
         }
     }
