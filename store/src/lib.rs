@@ -1,0 +1,198 @@
+//! `store`: everything Clutch keeps in PostgreSQL (TimescaleDB when present).
+//!
+//! This crate owns the schema (embedded `sqlx` migrations), the batch writer that makes
+//! telemetry durable before devices are acknowledged, the maintenance that keeps the time
+//! series bounded (partitions or hypertable policies, retention, hourly rollups), the read
+//! queries reports need, and the managed local PostgreSQL that `clutch` runs when no
+//! `DATABASE_URL` is given. It depends only on `protocols`' model types.
+//!
+//! Two storage modes, chosen once by the migrations and recorded in `clutch_meta`:
+//! `timescaledb` (hypertables, compression, a continuous aggregate) when the extension is
+//! available and preloaded, `partitioned` (native daily range partitions) otherwise.
+//! Column names and keys are identical, so the writer and every query serve both.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[store]` config section.
+//! - [`row`]: [`PositionRow`] / [`EventRow`] and their mapping from `protocols::model`.
+//! - [`copy`]: the hand-encoded binary `COPY` stream.
+//! - [`writer`]: group commit, back-pressure, retries, durability receipts.
+//! - [`maintenance`]: partitions ahead/behind, retention, rollups, TimescaleDB job checks.
+//! - [`query`]: latest positions, history (optionally downsampled), events, trips, rollups.
+//! - [`managed`]: find the system's PostgreSQL binaries, initdb, start/reuse/stop.
+//! - `testing` (feature `testing`): one throwaway cluster per test binary, a fresh
+//!   database per test.
+//! - `migrations/`: `0001_core.sql` (registry, trips, SQL helpers), `0002_telemetry.sql`
+//!   (positions, events, last position, rollups; mode-dependent).
+
+pub mod config;
+pub mod copy;
+mod error;
+pub mod maintenance;
+pub mod managed;
+pub mod query;
+pub mod row;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+pub use config::{MaintenanceConfig, ManagedConfig, StoreConfig, WriterConfig};
+pub use error::{Result, StoreError};
+pub use row::{EventRow, PositionRow};
+pub use writer::{Batch, BatchReceipt, Receipt, WriteError, Writer, WriterHandle};
+
+/// The embedded migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// How telemetry is stored; see the crate docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    TimescaleDb,
+    Partitioned,
+}
+
+/// How `positions_hourly` is maintained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollupKind {
+    /// A TimescaleDB continuous aggregate refreshed by its policy.
+    ContinuousAggregate,
+    /// A table recomputed by [`maintenance`] for the hours the writer marked dirty.
+    Table,
+}
+
+/// A migrated database and what the migrations chose.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+    mode: StorageMode,
+    rollup: RollupKind,
+}
+
+/// Connection pool with the settings the writer and queries expect.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let opts = PgConnectOptions::from_str(url)?.application_name("clutch");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        // Short, so a writer facing a down server gets an error to back off on quickly
+        // instead of queueing inside the pool.
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await?;
+    Ok(pool)
+}
+
+impl Store {
+    /// Runs pending migrations, then reads the storage mode.
+    pub async fn open(pool: PgPool) -> Result<Store> {
+        MIGRATOR.run(&pool).await?;
+        Store::attach(pool).await
+    }
+
+    /// For an already-migrated database.
+    pub async fn attach(pool: PgPool) -> Result<Store> {
+        let rows = sqlx::query("SELECT key, value FROM clutch_meta")
+            .fetch_all(&pool)
+            .await?;
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r.get::<String, _>("key") == k)
+                .map(|r| r.get::<String, _>("value"))
+        };
+        let mode = match get("storage_mode").as_deref() {
+            Some("timescaledb") => StorageMode::TimescaleDb,
+            _ => StorageMode::Partitioned,
+        };
+        let rollup = match get("rollup").as_deref() {
+            Some("continuous_aggregate") => RollupKind::ContinuousAggregate,
+            _ => RollupKind::Table,
+        };
+        Ok(Store { pool, mode, rollup })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn mode(&self) -> StorageMode {
+        self.mode
+    }
+
+    pub fn rollup(&self) -> RollupKind {
+        self.rollup
+    }
+
+    /// What `clutch db info` prints.
+    pub async fn info(&self) -> Result<StoreInfo> {
+        let server_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await?;
+        let timescaledb_available: Option<String> =
+            sqlx::query_scalar("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'")
+                .fetch_optional(&self.pool)
+                .await?;
+        let timescaledb_installed: Option<String> =
+            sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+                .fetch_optional(&self.pool)
+                .await?;
+        let preload: String = sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+            .fetch_one(&self.pool)
+            .await?;
+        let migrations: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
+        let partitions = match self.mode {
+            StorageMode::Partitioned => maintenance::list_partitions(&self.pool, "positions").await?,
+            StorageMode::TimescaleDb => sqlx::query_scalar(
+                "SELECT chunk_name::text FROM timescaledb_information.chunks \
+                 WHERE hypertable_name = 'positions' ORDER BY range_start",
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect(),
+        };
+        let positions_estimate: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(c.reltuples), 0)::int8 FROM pg_class c \
+             WHERE c.oid = 'positions'::regclass OR c.oid IN \
+             (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'positions'::regclass)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(StoreInfo {
+            mode: self.mode,
+            rollup: self.rollup,
+            server_version,
+            timescaledb_available,
+            timescaledb_installed,
+            timescaledb_preloaded: preload.contains("timescaledb"),
+            migrations,
+            positions_partitions: partitions,
+            positions_estimate: positions_estimate.max(0),
+        })
+    }
+}
+
+/// What storage mode is active and why; printed as JSON by `clutch db info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreInfo {
+    pub mode: StorageMode,
+    pub rollup: RollupKind,
+    pub server_version: String,
+    /// `default_version` from `pg_available_extensions`, when the package is installed.
+    pub timescaledb_available: Option<String>,
+    pub timescaledb_installed: Option<String>,
+    pub timescaledb_preloaded: bool,
+    pub migrations: Vec<i64>,
+    /// Daily partitions (native mode) or chunks (TimescaleDB) of `positions`.
+    pub positions_partitions: Vec<String>,
+    /// From planner statistics: cheap, approximate.
+    pub positions_estimate: i64,
+}
