@@ -84,14 +84,16 @@ pub struct PublishReceipt(oneshot::Receiver<Result<Offset, BusError>>);
 impl Future for PublishReceipt {
     type Output = Result<Offset, BusError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(BusError::Closed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(BusError::Closed)))
     }
 }
 
 /// The bus contract. `publish` is async because a [`FullPolicy::Block`] bus waits for
 /// room there, which is how back-pressure reaches the socket; the returned receipt is a
 /// second wait, for durability, that callers pipeline.
-pub trait Bus<B>: Send + Sync + 'static {
+pub trait Bus<B>: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, batch: B) -> BoxFuture<Result<PublishReceipt, BusError>>;
     /// Durable batches from now on, in per-key order.
     fn subscribe(&self) -> Subscription<B>;
@@ -230,7 +232,12 @@ impl<B: Keyed + Send + Sync + 'static> InProcessBus<B> {
             let (tx, rx) = mpsc::channel::<Job<B>>(config.shard_capacity.max(1));
             let (done_tx, done_rx) = mpsc::channel(config.in_flight_per_shard.max(1));
             tokio::spawn(submit_stage(rx, done_tx, sink.clone()));
-            tokio::spawn(complete_stage(shard as u32, done_rx, subscribers.clone(), depth.clone()));
+            tokio::spawn(complete_stage(
+                shard as u32,
+                done_rx,
+                subscribers.clone(),
+                depth.clone(),
+            ));
             shards.push(tx);
         }
         InProcessBus {
@@ -249,7 +256,11 @@ impl<B: Keyed + Send + Sync + 'static> InProcessBus<B> {
     }
 }
 
-type Pending<B> = (Arc<B>, BoxFuture<Result<(), BusError>>, oneshot::Sender<Result<Offset, BusError>>);
+type Pending<B> = (
+    Arc<B>,
+    BoxFuture<Result<(), BusError>>,
+    oneshot::Sender<Result<Offset, BusError>>,
+);
 
 async fn submit_stage<B: Send + Sync + 'static>(
     mut rx: mpsc::Receiver<Job<B>>,
@@ -402,7 +413,11 @@ mod tests {
         for _ in 0..9 {
             seen.push(sub.recv().await.unwrap().batch.1);
         }
-        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5, 6, 8, 9], "subscriber order, failed batch absent");
+        assert_eq!(
+            seen,
+            vec![0, 1, 2, 3, 4, 5, 6, 8, 9],
+            "subscriber order, failed batch absent"
+        );
         assert_eq!(bus.depth(), 0);
     }
 
