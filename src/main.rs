@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
 mod decode;
+mod device;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(name = "clutch", version, about = "Clutch telematics backend")]
@@ -17,11 +20,17 @@ struct Cli {
 enum Command {
     /// Decode tracker frames and print them as JSON (the stable decoder contract).
     Decode(decode::DecodeArgs),
+    /// Run the server: device listeners, bus, store writer, HTTP (health, metrics).
+    Serve(serve::ServeArgs),
+    /// Manage devices in the registry.
+    Device(device::DeviceArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Device(args) => device::run(args),
     }
 }
