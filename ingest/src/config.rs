@@ -41,6 +41,8 @@ pub struct IngestConfig {
     /// Frames of one connection published and awaiting durability. Bounded so a slow
     /// store stops reading the socket rather than buffering.
     pub in_flight_per_connection: usize,
+    /// How often the database is asked which connected devices have queued commands.
+    pub command_poll_ms: u64,
     /// On shutdown, how long connections get to receive the acks they are owed.
     pub drain_timeout_ms: u64,
     pub ports: Ports,
@@ -57,6 +59,7 @@ impl Default for IngestConfig {
             idle_timeout_ms: 30 * 60_000,
             max_frame_bytes: 64 * 1024,
             in_flight_per_connection: 64,
+            command_poll_ms: 1_000,
             drain_timeout_ms: 10_000,
             ports: Ports::default(),
         }
@@ -69,6 +72,9 @@ impl IngestConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn command_poll(&self) -> Duration {
+        Duration::from_millis(self.command_poll_ms.max(10))
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)

@@ -16,12 +16,14 @@
 //! - `session`: one TCP connection, reader and in-order ack writer.
 //! - `udp`: one datagram, one ack.
 //! - [`registry`]: the device cache over `devices`, unknown devices seen, `add_device`.
+//! - [`commands`]: the downlink queue (`device_commands`), its poller and delivery.
 //! - [`pipeline`]: `DeviceBatch` (what goes on the bus) and `StoreSink` (durability =
 //!   the store writer's COMMIT).
 //! - [`http`]: `/health`, `/metrics`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`Ingest`]: the handle that starts listeners and drains them on shutdown.
 
+pub mod commands;
 pub mod config;
 mod error;
 pub mod framing;
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) bus: Arc<dyn Bus<DeviceBatch>>,
     /// Connections (TCP) and datagrams being handled (UDP), all listeners together.
     pub(crate) limit: Arc<Semaphore>,
+    pub(crate) hub: Arc<commands::Hub>,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
 }
@@ -107,18 +110,26 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Must be called inside a tokio runtime: it starts the command poller.
     pub fn new(config: IngestConfig, registry: Arc<Registry>, bus: Arc<dyn Bus<DeviceBatch>>) -> Self {
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        Ingest {
-            shared: Arc::new(Shared {
-                config,
-                registry,
-                bus,
-                limit,
-                tracker: TaskTracker::new(),
-                cancel: CancellationToken::new(),
-            }),
-        }
+        let hub = Arc::new(commands::Hub::default());
+        let shared = Arc::new(Shared {
+            config,
+            registry,
+            bus,
+            limit,
+            hub: hub.clone(),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        shared.tracker.spawn(commands::poll(
+            shared.registry.pool().clone(),
+            hub,
+            shared.config.command_poll(),
+            shared.cancel.clone(),
+        ));
+        Ingest { shared }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -70,6 +70,10 @@ impl Registry {
         }
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn policy(&self) -> UnknownDevices {
         self.policy
     }

@@ -83,6 +83,10 @@ async fn session(shared: &Shared, protocol: Protocol, socket: TcpStream) -> Stop
         .spawn(ack_writer(ack_rx, wr, protocol, conn.clone()).instrument(tracing::Span::current()));
     let proto = protocol.name();
     let mut device: Option<i64> = None;
+    let mut identifier = String::new();
+    let mut logged_in = false;
+    // Set once the device is known: wakes the session when commands are queued for it.
+    let mut commands: Option<Arc<tokio::sync::Notify>> = None;
 
     let reason = loop {
         let wait = if device.is_none() {
@@ -93,6 +97,15 @@ async fn session(shared: &Shared, protocol: Protocol, socket: TcpStream) -> Stop
         let next = tokio::select! {
             biased;
             _ = conn.cancelled() => break StopReason::Shutdown,
+            _ = async { commands.as_ref().expect("guarded").notified().await }, if commands.is_some() => {
+                let Some(device_id) = device else { continue };
+                if let Err(reason) = deliver(shared, device_id, &identifier, framed.decoder_mut().codec.as_mut(), &ack_tx).await {
+                    break reason;
+                }
+                continue;
+            }
+            // FramedRead keeps partial frames in its buffer, so dropping this future
+            // when a command arrives loses nothing.
             r = tokio::time::timeout(wait, framed.next()) => r,
         };
         let event = match next {
@@ -138,6 +151,8 @@ async fn session(shared: &Shared, protocol: Protocol, socket: TcpStream) -> Stop
                 Ok(id) => {
                     tracing::Span::current().record("device", id);
                     device = Some(id);
+                    identifier = login.imei.clone().unwrap_or_default();
+                    commands = Some(shared.hub.register(id));
                 }
                 Err(reason) => {
                     if reason == StopReason::UnknownDevice
@@ -163,23 +178,75 @@ async fn session(shared: &Shared, protocol: Protocol, socket: TcpStream) -> Stop
             Ok(r) => r,
             Err(reason) => break reason,
         };
+        for r in messages
+            .iter()
+            .filter(|m| m.kind == protocols::MessageKind::CommandResponse)
+        {
+            let text = r.result.as_deref().or(r.message_type.as_deref()).unwrap_or_default();
+            if let Err(error) = crate::commands::record_response(shared.registry.pool(), device_id, text).await {
+                tracing::warn!(%error, "recording a command response failed");
+            }
+        }
         let ack: Vec<u8> = messages
             .iter()
             .filter_map(|m| m.ack.as_deref())
             .flatten()
             .copied()
             .collect();
-        if ack.is_empty() && receipt.is_none() {
-            continue;
-        }
-        if ack_tx.send(PendingAck { receipt, ack, received }).await.is_err() {
+        let first_frame = commands.is_some() && !logged_in;
+        logged_in = true;
+        if !(ack.is_empty() && receipt.is_none()) && ack_tx.send(PendingAck { receipt, ack, received }).await.is_err() {
             break StopReason::WriteFailed;
         }
+        // Commands queued while the device was away go right after its login's ack.
+        if first_frame
+            && let Err(reason) = deliver(
+                shared,
+                device_id,
+                &identifier,
+                framed.decoder_mut().codec.as_mut(),
+                &ack_tx,
+            )
+            .await
+        {
+            break reason;
+        }
     };
+    if let (Some(id), Some(n)) = (device, &commands) {
+        shared.hub.unregister(id, n);
+    }
     // The ack writer sends what is owed for durable frames, then ends.
     drop(ack_tx);
     let _ = acker.await;
     reason
+}
+
+/// Writes the device's queued commands after the acks already owed.
+async fn deliver(
+    shared: &Shared,
+    device_id: i64,
+    identifier: &str,
+    // `&mut`: the codec is Send but not Sync, and this future must be Send.
+    codec: &mut dyn protocols::Codec,
+    ack_tx: &mpsc::Sender<PendingAck>,
+) -> Result<(), StopReason> {
+    let queued = match crate::commands::take_queued(shared.registry.pool(), device_id, identifier, codec).await {
+        Ok(q) => q,
+        Err(error) => {
+            // The commands stay queued; the next wake-up retries.
+            tracing::warn!(%error, "reading queued commands failed");
+            return Ok(());
+        }
+    };
+    for bytes in queued {
+        let p = PendingAck {
+            receipt: None,
+            ack: bytes,
+            received: Instant::now(),
+        };
+        ack_tx.send(p).await.map_err(|_| StopReason::WriteFailed)?;
+    }
+    Ok(())
 }
 
 /// Identifies the session's device from its first identified message.

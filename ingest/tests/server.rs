@@ -345,3 +345,74 @@ async fn bad_input_is_contained() -> Result<()> {
     assert!(has("outcome=\"oversize\""), "{text}");
     Ok(())
 }
+
+/// Downlink: a command queued while the device is away goes out after its login ack; one
+/// queued while it is connected goes out within a poll; the reply is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_commands_are_delivered_and_answered() -> Result<()> {
+    let srv = server(IngestConfig {
+        command_poll_ms: 50,
+        ..IngestConfig::default()
+    })
+    .await;
+    let protocol = Protocol::Gt06;
+    let imei = "356666000000004";
+    let device_id = add_device(&srv.db.pool, "acme", imei, protocol).await?;
+    let first = ingest::commands::enqueue(&srv.db.pool, device_id, &protocols::Command::EngineStop).await?;
+    let l = srv.ingest.listen_tcp(protocol, local()).await?;
+
+    let reference = protocol.codec(Transport::Tcp)?;
+    let ctx = DecodeContext::now();
+    let mut dev = protocol.device_encoder(Transport::Tcp)?;
+    let mut s = TcpStream::connect(l.addr).await?;
+    let login = dev.encode(&Message::new(MessageKind::Login).with_imei(imei))?;
+    let (login_ack, _) = reference_ack(protocol, &login);
+    s.write_all(&login).await?;
+    read_exact_timeout(&mut s, login_ack.len()).await?;
+    let stop = reference.encode_command(imei, &protocols::Command::EngineStop, &ctx)?;
+    assert_eq!(
+        read_exact_timeout(&mut s, stop.len()).await?,
+        stop,
+        "queued command after login"
+    );
+
+    let second = ingest::commands::enqueue(&srv.db.pool, device_id, &protocols::Command::Locate).await?;
+    let locate = reference.encode_command(imei, &protocols::Command::Locate, &ctx)?;
+    assert_eq!(
+        read_exact_timeout(&mut s, locate.len()).await?,
+        locate,
+        "command while connected"
+    );
+
+    let mut reply = Message::new(MessageKind::CommandResponse).with_imei(imei);
+    reply.result = Some("Cut off the fuel supply: Success!".into());
+    let bytes = dev.encode(&reply)?;
+    s.write_all(&bytes).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows: Vec<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT id, status, response FROM device_commands WHERE device_id = $1 ORDER BY id")
+                .bind(device_id)
+                .fetch_all(&srv.db.pool)
+                .await?;
+        let want = vec![
+            (
+                first,
+                "answered".to_string(),
+                Some("Cut off the fuel supply: Success!".to_string()),
+            ),
+            (second, "sent".to_string(), None),
+        ];
+        if rows == want {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn reference_ack(protocol: Protocol, bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut c = protocol.codec(Transport::Tcp).expect("codec");
+    reference(c.as_mut(), bytes)
+}
