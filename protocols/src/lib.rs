@@ -92,7 +92,7 @@ impl Protocol {
                 &[Transport::Tcp]
             }
             Protocol::H02 | Protocol::Gl200 => &[Transport::Tcp, Transport::Udp],
-            Protocol::Freematics => &[Transport::Udp],
+            Protocol::Freematics => &[Transport::Udp, Transport::Tcp],
             Protocol::Osmand => &[Transport::Http],
         }
     }
