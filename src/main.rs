@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod db;
 mod decode;
 
 #[derive(Debug, Parser)]
@@ -17,11 +18,14 @@ struct Cli {
 enum Command {
     /// Decode tracker frames and print them as JSON (the stable decoder contract).
     Decode(decode::DecodeArgs),
+    /// The database: print its URL, show the storage mode, apply migrations.
+    Db(db::DbArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Db(args) => db::run(args),
     }
 }

@@ -36,6 +36,9 @@ pub mod row;
 pub mod testing;
 pub mod writer;
 
+/// Re-exported so callers use the same sqlx as the store.
+pub use sqlx;
+
 use std::str::FromStr;
 use std::time::Duration;
 
