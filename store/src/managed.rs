@@ -398,8 +398,10 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(data_dir: &Path) -> Result<Paths> {
-        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+    fn new(data_dir: &Path, create: bool) -> Result<Paths> {
+        if create {
+            fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+        }
         let data_dir = data_dir.canonicalize().map_err(|e| StoreError::io(data_dir, e))?;
         let root = data_dir.join("postgres");
         Ok(Paths {
@@ -442,7 +444,13 @@ fn urls(state: &State, run: &Path) -> (String, String) {
 /// The URLs of an initialised data dir, without starting anything (`clutch db url`).
 /// Returns (TCP URL with password, unix-socket URL).
 pub fn read_urls(data_dir: &Path) -> Result<(String, String)> {
-    let paths = Paths::new(data_dir)?;
+    let missing = || {
+        StoreError::Managed(format!(
+            "no managed PostgreSQL in {} yet: start clutch (or run `clutch db migrate`) once to create it",
+            data_dir.display()
+        ))
+    };
+    let paths = Paths::new(data_dir, false).map_err(|_| missing())?;
     let state = read_state(&paths.state)?.ok_or_else(|| {
         StoreError::Managed(format!(
             "no managed PostgreSQL in {} yet: start clutch (or run `clutch db migrate`) once to create it",
@@ -471,7 +479,7 @@ impl ManagedCluster {
     pub fn start(cfg: &ManagedConfig) -> Result<ManagedCluster> {
         let bins = find_binaries()?;
         let run_as = resolve_run_as(cfg.run_as.as_deref())?;
-        let paths = Paths::new(&cfg.data_dir)?;
+        let paths = Paths::new(&cfg.data_dir, true)?;
 
         let lock_file = OpenOptions::new()
             .create(true)
