@@ -13,6 +13,9 @@ use store::testing::{TestCluster, TestClusterOptions};
 use store::{Writer, WriterConfig};
 use tokio::sync::Mutex;
 
+/// A stored row's identity.
+type Key = (i64, DateTime<Utc>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_survives_postgres_restarts_mid_stream_with_nothing_acked_lost() {
     let cluster = Arc::new(TestCluster::start(TestClusterOptions { durable: true }).unwrap());
@@ -35,7 +38,7 @@ async fn writer_survives_postgres_restarts_mid_stream_with_nothing_acked_lost() 
         },
     );
 
-    let acked: Arc<Mutex<Vec<(i64, DateTime<Utc>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Key>>> = Arc::default();
     let (receipt_tx, mut receipt_rx) = tokio::sync::mpsc::unbounded_channel();
     let collector = {
         let acked = acked.clone();
