@@ -158,3 +158,37 @@ async fn trips_are_upserted_by_start_and_listed() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn erasing_a_device_removes_all_its_telemetry_and_nothing_else() {
+    let db = test_db().await;
+    let w = Writer::spawn(db.pool.clone(), WriterConfig::default());
+    let t = ts("2024-05-01T10:00:00Z");
+    w.submit(track(1, t, 20, 1)).await.unwrap().await.unwrap();
+    w.submit(track(2, t, 20, 1)).await.unwrap().await.unwrap();
+    w.submit(vec![store::EventRow::new(1, t, "alarm")])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    w.shutdown().await;
+    store::maintenance::refresh_rollups(&db.pool, t + TimeDelta::hours(3))
+        .await
+        .unwrap();
+    let n = db.store.erase_device_telemetry(1).await.unwrap();
+    assert_eq!(n, 20 + 1 + 1 + 1, "positions, event, last position, one hourly row");
+    for table in ["positions", "events", "device_last_position", "positions_hourly"] {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE device_id = 1"
+        )))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+    let other: i64 = sqlx::query_scalar("SELECT count(*) FROM positions WHERE device_id = 2")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(other, 20);
+}
