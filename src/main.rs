@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod db;
 mod decode;
 mod device;
 mod serve;
@@ -24,6 +25,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage devices in the registry.
     Device(device::DeviceArgs),
+    /// The database: print its URL, show the storage mode, apply migrations.
+    Db(db::DbArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +35,6 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Device(args) => device::run(args),
+        Command::Db(args) => db::run(args),
     }
 }

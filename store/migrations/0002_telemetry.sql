@@ -68,14 +68,6 @@ BEGIN
         EXECUTE format('CREATE TABLE events (%s)', event_columns);
         PERFORM create_hypertable('positions', 'fix_time', chunk_time_interval => interval '1 day');
         PERFORM create_hypertable('events', 'time', chunk_time_interval => interval '1 day');
-        ALTER TABLE positions SET (timescaledb.compress,
-            timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'fix_time');
-        ALTER TABLE events SET (timescaledb.compress,
-            timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time');
-        -- Resent frames older than this land in compressed chunks; TimescaleDB >= 2.11
-        -- handles ON CONFLICT there, just more slowly.
-        PERFORM add_compression_policy('positions', interval '2 days');
-        PERFORM add_compression_policy('events', interval '2 days');
         INSERT INTO clutch_meta VALUES ('storage_mode', 'timescaledb');
     ELSE
         EXECUTE format('CREATE TABLE positions (%s) PARTITION BY RANGE (fix_time)', position_columns);
@@ -93,6 +85,20 @@ BEGIN
     -- Operators replaying the bus re-emit the same event.
     CREATE UNIQUE INDEX events_device_time_kind_key ON events (device_id, time, kind);
     CREATE INDEX events_kind_time_idx ON events (kind, time);
+
+    IF timescale THEN
+        -- After the unique indexes: TimescaleDB requires every column of a unique index on
+        -- a compressed hypertable to be a segmentby or orderby column, hence `kind` in
+        -- the events' orderby.
+        ALTER TABLE positions SET (timescaledb.compress,
+            timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'fix_time');
+        ALTER TABLE events SET (timescaledb.compress,
+            timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time, kind');
+        -- Resent frames older than this land in compressed chunks; TimescaleDB >= 2.11
+        -- handles ON CONFLICT there, just more slowly.
+        PERFORM add_compression_policy('positions', interval '2 days');
+        PERFORM add_compression_policy('events', interval '2 days');
+    END IF;
 
     -- One row per device, upserted by the writer in the same transaction as the positions
     -- (only when the new fix is newer). Fillfactor leaves room for HOT updates.

@@ -47,10 +47,25 @@ impl CopyBuffer {
         self.rows += 1;
     }
 
+    /// Appends tuples encoded earlier by [`encode_tuples`].
+    pub fn push_encoded(&mut self, tuples: &[u8], rows: usize) {
+        self.buf.extend_from_slice(tuples);
+        self.rows += rows;
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
     }
+}
+
+/// Tuples only (no header or trailer), to be framed later by a [`CopyBuffer`].
+pub fn encode_tuples(rows: &[PositionRow]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(rows.len() * 200);
+    for r in rows {
+        encode_position(&mut b, r);
+    }
+    b
 }
 
 /// Appends one tuple in [`POSITION_COLUMNS`] order.

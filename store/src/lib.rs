@@ -36,6 +36,9 @@ pub mod row;
 pub mod testing;
 pub mod writer;
 
+/// Re-exported so callers use the same sqlx as the store.
+pub use sqlx;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -130,6 +133,42 @@ impl Store {
         self.rollup
     }
 
+    /// Erases a device's telemetry: positions, events, last position, hourly rollups and
+    /// trips (privacy erasure). Returns the number of rows deleted. The registry row and
+    /// anything financial are the services layer's to handle.
+    pub async fn erase_device_telemetry(&self, device_id: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM positions WHERE device_id = $1",
+            "DELETE FROM events WHERE device_id = $1",
+            "DELETE FROM device_last_position WHERE device_id = $1",
+            "DELETE FROM trips WHERE device_id = $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if self.rollup == RollupKind::Table {
+            n += sqlx::query("DELETE FROM positions_hourly WHERE device_id = $1")
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        if self.rollup == RollupKind::ContinuousAggregate {
+            // The aggregate drops the device's buckets on its next refresh of those
+            // ranges; force it now so erasure is complete when this returns.
+            sqlx::query("CALL refresh_continuous_aggregate('positions_hourly', NULL, NULL)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(n)
+    }
+
     /// What `clutch db info` prints.
     pub async fn info(&self) -> Result<StoreInfo> {
         let server_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await?;
@@ -178,6 +217,31 @@ impl Store {
             positions_estimate: positions_estimate.max(0),
         })
     }
+}
+
+/// Where the database is, in order: `DATABASE_URL`, `store.url`, else the managed
+/// cluster under `store.managed.data_dir` (started, or attached to if another clutch owns
+/// it). Migrates, runs maintenance once (so today's partitions exist before the first
+/// write) and returns the store with the managed cluster, which must outlive every pool
+/// and be stopped (dropped) after the writer has drained.
+pub async fn open_configured(cfg: &StoreConfig) -> Result<(Store, Option<managed::ManagedCluster>)> {
+    let external = std::env::var("DATABASE_URL").ok().or_else(|| cfg.url.clone());
+    let (url, managed) = match external {
+        Some(url) => (url, None),
+        None => {
+            let mcfg = cfg.managed.clone();
+            let m = tokio::task::spawn_blocking(move || managed::ManagedCluster::start(&mcfg))
+                .await
+                .map_err(|e| StoreError::Managed(format!("start task: {e}")))??;
+            m.ensure_database().await?;
+            (m.socket_url(), Some(m))
+        }
+    };
+    let pool = connect(&url, cfg.max_connections).await?;
+    let store = Store::open(pool).await?;
+    maintenance::apply_timescale_policies(&store, &cfg.maintenance).await?;
+    maintenance::run_once(&store, &cfg.maintenance, chrono::Utc::now()).await?;
+    Ok((store, managed))
 }
 
 /// What storage mode is active and why; printed as JSON by `clutch db info`.

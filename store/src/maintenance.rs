@@ -28,7 +28,7 @@ use crate::config::MaintenanceConfig;
 use crate::{Result, RollupKind, StorageMode, Store};
 
 /// Arbitrary constant: the advisory lock key for partition DDL.
-const DDL_LOCK: i64 = 0x636c_7574_6368_01;
+const DDL_LOCK: i64 = 0x0063_6c75_7463_6801;
 
 /// What one run did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -72,14 +72,12 @@ pub async fn run_once(store: &Store, cfg: &MaintenanceConfig, now: DateTime<Utc>
             sqlx::query("DELETE FROM rollup_dirty").execute(pool).await?;
         }
     }
-    if cfg.rollup_retention_days > 0 {
-        if let RollupKind::Table = store.rollup() {
-            let cutoff = now - TimeDelta::days(cfg.rollup_retention_days.into());
-            sqlx::query("DELETE FROM positions_hourly WHERE bucket < $1")
-                .bind(cutoff)
-                .execute(pool)
-                .await?;
-        }
+    if cfg.rollup_retention_days > 0 && store.rollup() == RollupKind::Table {
+        let cutoff = now - TimeDelta::days(cfg.rollup_retention_days.into());
+        sqlx::query("DELETE FROM positions_hourly WHERE bucket < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
     }
     Ok(report)
 }

@@ -85,13 +85,17 @@ const SERVER_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 /// Finds `initdb`, `pg_ctl` and `postgres` together: on PATH first, then the newest
 /// `/usr/lib/postgresql/<major>/bin`.
 pub fn find_binaries() -> Result<PgBinaries> {
+    find_binaries_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+}
+
+fn find_binaries_in(path: Option<std::ffi::OsString>, lib_root: &Path) -> Result<PgBinaries> {
     let complete = |dir: &Path| SERVER_BINARIES.iter().all(|b| dir.join(b).is_file());
     let mut found = None;
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         found = std::env::split_paths(&path).find(|d| complete(d));
     }
     if found.is_none() {
-        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(lib_root)
             .into_iter()
             .flatten()
             .flatten()
@@ -101,6 +105,7 @@ pub fn find_binaries() -> Result<PgBinaries> {
                 complete(&bin).then_some((major, bin))
             })
             .collect();
+        // Numeric, so 9 < 10 < 15.
         versions.sort();
         found = versions.pop().map(|(_, b)| b);
     }
@@ -398,8 +403,10 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(data_dir: &Path) -> Result<Paths> {
-        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+    fn new(data_dir: &Path, create: bool) -> Result<Paths> {
+        if create {
+            fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+        }
         let data_dir = data_dir.canonicalize().map_err(|e| StoreError::io(data_dir, e))?;
         let root = data_dir.join("postgres");
         Ok(Paths {
@@ -442,7 +449,13 @@ fn urls(state: &State, run: &Path) -> (String, String) {
 /// The URLs of an initialised data dir, without starting anything (`clutch db url`).
 /// Returns (TCP URL with password, unix-socket URL).
 pub fn read_urls(data_dir: &Path) -> Result<(String, String)> {
-    let paths = Paths::new(data_dir)?;
+    let missing = || {
+        StoreError::Managed(format!(
+            "no managed PostgreSQL in {} yet: start clutch (or run `clutch db migrate`) once to create it",
+            data_dir.display()
+        ))
+    };
+    let paths = Paths::new(data_dir, false).map_err(|_| missing())?;
     let state = read_state(&paths.state)?.ok_or_else(|| {
         StoreError::Managed(format!(
             "no managed PostgreSQL in {} yet: start clutch (or run `clutch db migrate`) once to create it",
@@ -471,7 +484,7 @@ impl ManagedCluster {
     pub fn start(cfg: &ManagedConfig) -> Result<ManagedCluster> {
         let bins = find_binaries()?;
         let run_as = resolve_run_as(cfg.run_as.as_deref())?;
-        let paths = Paths::new(&cfg.data_dir)?;
+        let paths = Paths::new(&cfg.data_dir, true)?;
 
         let lock_file = OpenOptions::new()
             .create(true)
@@ -674,3 +687,42 @@ impl Drop for ManagedCluster {
 
 /// How long [`ManagedCluster::start`] may take in the worst case (initdb + start).
 pub const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_what_to_install_or_configure() {
+        let empty = std::env::temp_dir().join(format!("clutch-no-pg-{}", std::process::id()));
+        fs::create_dir_all(&empty).unwrap();
+        let err = find_binaries_in(Some(empty.clone().into_os_string()), &empty.join("none")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("DATABASE_URL"), "{msg}");
+        let _ = fs::remove_dir_all(&empty);
+    }
+
+    #[test]
+    fn the_newest_major_wins() {
+        let root = std::env::temp_dir().join(format!("clutch-pg-versions-{}", std::process::id()));
+        for v in ["9", "10", "15"] {
+            let bin = root.join(v).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            for b in SERVER_BINARIES {
+                // `postgres --version` is what reports the major; a script stands in for it.
+                write_file(
+                    &bin.join(b),
+                    &format!("#!/bin/sh\necho 'postgres (PostgreSQL) {v}.1'\n"),
+                    None,
+                    0o755,
+                )
+                .unwrap();
+            }
+        }
+        let found = find_binaries_in(None, &root).unwrap();
+        assert_eq!(found.major, 15);
+        assert_eq!(found.dir, root.join("15/bin"));
+        let _ = fs::remove_dir_all(&root);
+    }
+}

@@ -1,9 +1,9 @@
 //! The batch writer: group commit over binary COPY, with durability receipts.
 //!
 //! ```text
-//! submit(batch) ──bounded mpsc──▶ worker(s): collect a group (max_rows or max_delay)
-//!      │                                     │ encode PGCOPY once
-//!      ▼                                     ▼
+//! submit(batch): encode PGCOPY tuples in the caller's task
+//!      │ ──bounded mpsc──▶ worker(s): collect a group (max_rows or max_delay)
+//!      ▼                                     ▼ concatenate the tuples
 //!   Receipt ◀── Ok only after COMMIT ── BEGIN; COPY; last positions; dirty hours; COMMIT
 //! ```
 //!
@@ -38,7 +38,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::WriterConfig;
-use crate::copy::{CopyBuffer, POSITION_COLUMNS};
+use crate::copy::{CopyBuffer, POSITION_COLUMNS, encode_tuples};
 use crate::error::{StoreError, is_retryable_sqlx};
 use crate::row::{EventRow, PositionRow};
 
@@ -144,10 +144,45 @@ struct Counters {
     batches_failed: AtomicU64,
 }
 
+/// A submitted batch as the workers need it: positions already encoded (by the
+/// submitting task, so encoding runs in parallel across ingest connections and off the
+/// writer's critical path) plus the few fields the transaction still needs per row.
 #[derive(Debug)]
 struct Job {
-    batch: Batch,
+    copy: Vec<u8>,
+    keys: Vec<RowKey>,
+    events: Vec<EventRow>,
     reply: oneshot::Sender<Result<BatchReceipt, WriteError>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RowKey {
+    device_id: i64,
+    fix_time: DateTime<Utc>,
+    server_time: DateTime<Utc>,
+}
+
+impl Job {
+    fn new(batch: Batch, reply: oneshot::Sender<Result<BatchReceipt, WriteError>>) -> Job {
+        Job {
+            copy: encode_tuples(&batch.positions),
+            keys: batch
+                .positions
+                .iter()
+                .map(|r| RowKey {
+                    device_id: r.device_id,
+                    fix_time: r.fix_time,
+                    server_time: r.server_time,
+                })
+                .collect(),
+            events: batch.events,
+            reply,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.keys.len() + self.events.len()
+    }
 }
 
 #[derive(Debug)]
@@ -203,26 +238,22 @@ impl WriterHandle {
     /// receipt resolves after COMMIT, or with an error if the batch cannot be made durable.
     pub async fn submit(&self, batch: impl Into<Batch>) -> Result<Receipt, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
-            batch: batch.into(),
-            reply,
-        };
+        let job = Job::new(batch.into(), reply);
         self.tx.send(job).await.map_err(|_| WriteError::Closed)?;
         Ok(Receipt(rx))
     }
 
-    /// Queues a batch only if there is room now.
+    /// Queues a batch only if there is room now; otherwise hands it back.
     pub fn try_submit(&self, batch: impl Into<Batch>) -> Result<Receipt, TrySubmitError> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            batch: batch.into(),
-            reply,
+        let batch = batch.into();
+        let permit = match self.tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(TrySubmitError::Full(batch)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(TrySubmitError::Closed(batch)),
         };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(Receipt(rx)),
-            Err(mpsc::error::TrySendError::Full(j)) => Err(TrySubmitError::Full(j.batch)),
-            Err(mpsc::error::TrySendError::Closed(j)) => Err(TrySubmitError::Closed(j.batch)),
-        }
+        let (reply, rx) = oneshot::channel();
+        permit.send(Job::new(batch, reply));
+        Ok(Receipt(rx))
     }
 
     /// Batches waiting in the channel (not counting groups being written).
@@ -289,7 +320,7 @@ impl Worker {
             }
         };
         let Some(first) = first else { return group };
-        let mut rows = first.batch.rows();
+        let mut rows = first.rows();
         group.push(first);
         let deadline = tokio::time::Instant::now() + self.config.max_delay;
         while rows < self.config.max_rows {
@@ -310,7 +341,7 @@ impl Worker {
                 }
             };
             let Some(job) = job else { break };
-            rows += job.batch.rows();
+            rows += job.rows();
             group.push(job);
         }
         group
@@ -379,7 +410,7 @@ impl Worker {
             c.slow_path_groups.fetch_add(1, Ordering::Relaxed);
         }
         for (job, duplicates) in group.into_iter().zip(outcome.duplicates) {
-            let rows = job.batch.rows();
+            let rows = job.rows();
             c.batches_committed.fetch_add(1, Ordering::Relaxed);
             c.rows_committed.fetch_add(rows as u64, Ordering::Relaxed);
             c.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
@@ -403,7 +434,7 @@ impl Worker {
     }
 }
 
-/// The group's positions, encoded once and reused by every retry.
+/// The group's COPY stream and derived keys, built once and reused by every retry.
 struct Encoded {
     copy: Vec<u8>,
     positions: usize,
@@ -422,25 +453,28 @@ const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(10);
 
 impl Encoded {
     fn new(group: &[Job]) -> Self {
-        let positions: usize = group.iter().map(|j| j.batch.positions.len()).sum();
-        let mut copy = CopyBuffer::with_capacity(positions * 160);
+        let positions: usize = group.iter().map(|j| j.keys.len()).sum();
+        let bytes: usize = group.iter().map(|j| j.copy.len()).sum();
+        let mut copy = CopyBuffer::with_capacity(bytes + 32);
         let mut last: HashMap<i64, DateTime<Utc>> = HashMap::new();
         let mut hours: Vec<DateTime<Utc>> = Vec::new();
         let mut lo: Option<DateTime<Utc>> = None;
         let mut hi: Option<DateTime<Utc>> = None;
-        for r in group.iter().flat_map(|j| &j.batch.positions) {
-            copy.push_position(r);
-            let hour = r.fix_time.duration_trunc(TimeDelta::hours(1)).unwrap_or(r.fix_time);
+        for job in group {
+            copy.push_encoded(&job.copy, job.keys.len());
+        }
+        for k in group.iter().flat_map(|j| &j.keys) {
+            let hour = k.fix_time.duration_trunc(TimeDelta::hours(1)).unwrap_or(k.fix_time);
             if hours.last() != Some(&hour) {
                 hours.push(hour);
             }
-            if r.fix_time <= r.server_time + FUTURE_TOLERANCE {
-                let e = last.entry(r.device_id).or_insert(r.fix_time);
-                if r.fix_time > *e {
-                    *e = r.fix_time;
+            if k.fix_time <= k.server_time + FUTURE_TOLERANCE {
+                let e = last.entry(k.device_id).or_insert(k.fix_time);
+                if k.fix_time > *e {
+                    *e = k.fix_time;
                 }
-                lo = Some(lo.map_or(r.fix_time, |v| v.min(r.fix_time)));
-                hi = Some(hi.map_or(r.fix_time, |v| v.max(r.fix_time)));
+                lo = Some(lo.map_or(k.fix_time, |v| v.min(k.fix_time)));
+                hi = Some(hi.map_or(k.fix_time, |v| v.max(k.fix_time)));
             }
         }
         hours.sort_unstable();
@@ -490,9 +524,9 @@ async fn write_group(pool: &PgPool, group: &[Job], enc: &Encoded) -> Result<Outc
         update_last_positions(&mut tx, enc).await?;
     }
     for (i, job) in group.iter().enumerate() {
-        if !job.batch.events.is_empty() {
-            let inserted = insert_events(&mut tx, &job.batch.events).await?;
-            duplicates[i] += job.batch.events.len() - inserted as usize;
+        if !job.events.is_empty() {
+            let inserted = insert_events(&mut tx, &job.events).await?;
+            duplicates[i] += job.events.len() - inserted as usize;
         }
     }
     if !enc.dirty_hours.is_empty() {
@@ -559,10 +593,10 @@ async fn write_positions_deduplicated(
     // Keys in microseconds: PostgreSQL's precision, whatever the submitted rows carried.
     let mut first_owner: HashMap<(i64, i64), usize> = HashMap::with_capacity(enc.positions);
     for (i, job) in group.iter().enumerate() {
-        duplicates[i] += job.batch.positions.len();
-        for r in &job.batch.positions {
+        duplicates[i] += job.keys.len();
+        for k in &job.keys {
             first_owner
-                .entry((r.device_id, r.fix_time.timestamp_micros()))
+                .entry((k.device_id, k.fix_time.timestamp_micros()))
                 .or_insert(i);
         }
     }

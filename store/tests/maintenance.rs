@@ -232,3 +232,35 @@ async fn hourly_rollup_matches_a_direct_computation() {
     let r = maintenance::run_once(&db.store, &cfg(), now).await.unwrap();
     assert_eq!(r.rollup_hours_refreshed, 0);
 }
+
+#[tokio::test]
+async fn the_periodic_task_runs_and_stops_on_shutdown() {
+    let db = test_db().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = maintenance::spawn(
+        db.store.clone(),
+        MaintenanceConfig {
+            interval: std::time::Duration::from_millis(50),
+            ..cfg()
+        },
+        rx,
+    );
+    let today = Utc::now().format("positions_p%Y%m%d").to_string();
+    let mut seen = db.store.mode() != StorageMode::Partitioned;
+    for _ in 0..100 {
+        if seen {
+            break;
+        }
+        seen = maintenance::list_partitions(&db.pool, "positions")
+            .await
+            .unwrap()
+            .contains(&today);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "today's partition was not created");
+    tx.send_replace(true);
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -109,3 +109,25 @@ async fn timescaledb_mode_when_available() {
             .unwrap();
     assert!(jobs >= 2);
 }
+
+#[tokio::test]
+async fn open_configured_uses_the_configured_url_and_prepares_today() {
+    if std::env::var("DATABASE_URL").is_ok() {
+        println!("NOT RUN: DATABASE_URL is set and would take precedence");
+        return;
+    }
+    let db = test_db().await;
+    let cfg = store::StoreConfig {
+        url: Some(db.url.clone()),
+        ..Default::default()
+    };
+    let (store, managed) = store::open_configured(&cfg).await.unwrap();
+    assert!(managed.is_none());
+    if store.mode() == StorageMode::Partitioned {
+        let today = chrono::Utc::now().format("positions_p%Y%m%d").to_string();
+        let parts = store::maintenance::list_partitions(store.pool(), "positions")
+            .await
+            .unwrap();
+        assert!(parts.contains(&today), "{parts:?}");
+    }
+}
