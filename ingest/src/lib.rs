@@ -15,6 +15,7 @@
 //! - [`framing`]: `CodecFramer`, the `Decoder` over `Codec::frame` with a byte cap.
 //! - `session`: one TCP connection, reader and in-order ack writer.
 //! - `udp`: one datagram, one ack.
+//! - `device_http`: OsmAnd over HTTP, `200` as the ack after durability.
 //! - [`registry`]: the device cache over `devices`, unknown devices seen, `add_device`.
 //! - [`commands`]: the downlink queue (`device_commands`), its poller and delivery.
 //! - [`pipeline`]: `DeviceBatch` (what goes on the bus) and `StoreSink` (durability =
@@ -25,6 +26,7 @@
 
 pub mod commands;
 pub mod config;
+mod device_http;
 mod error;
 pub mod framing;
 pub mod http;
@@ -151,10 +153,7 @@ impl Ingest {
                 let started = match transport {
                     Transport::Tcp => self.listen_tcp(protocol, addr).await,
                     Transport::Udp => self.listen_udp(protocol, addr).await,
-                    Transport::Http => {
-                        tracing::warn!(%protocol, "HTTP device transport not served yet");
-                        continue;
-                    }
+                    Transport::Http => self.listen_http(protocol, addr).await,
                 };
                 match started {
                     Ok(l) => out.push(l),
@@ -201,6 +200,33 @@ impl Ingest {
         Ok(Listening {
             protocol,
             transport: Transport::Udp,
+            addr,
+        })
+    }
+
+    /// Serves `protocol`'s HTTP device transport on `addr`.
+    pub async fn listen_http(&self, protocol: Protocol, addr: SocketAddr) -> Result<Listening> {
+        protocol.codec(Transport::Http)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| IngestError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| IngestError::Bind { addr, source })?;
+        let app = device_http::router(self.shared.clone(), protocol);
+        let cancel = self.shared.cancel.clone();
+        self.shared.tracker.spawn(async move {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+            {
+                tracing::error!(%protocol, %error, "HTTP device listener failed");
+            }
+        });
+        tracing::info!(%protocol, %addr, "listening (http)");
+        Ok(Listening {
+            protocol,
+            transport: Transport::Http,
             addr,
         })
     }

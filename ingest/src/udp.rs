@@ -61,46 +61,9 @@ async fn datagram(
         return;
     };
     let now = Utc::now();
-    let ctx = DecodeContext { now };
-    let mut messages = Vec::new();
-    let mut rest = &data[..];
-    while !rest.is_empty() {
-        match codec.frame(rest, true) {
-            Framing::Frame { start, end } if end > 0 && start <= end && end <= rest.len() => {
-                if end - start > shared.config.max_frame_bytes {
-                    metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "oversize").increment(1);
-                    return;
-                }
-                match codec.decode(&rest[start..end], &ctx) {
-                    Ok(mut ms) => {
-                        metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "ok").increment(1);
-                        messages.append(&mut ms);
-                    }
-                    Err(error) => {
-                        metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "decode_error").increment(1);
-                        metrics::counter!(m::DECODE_ERRORS, "protocol" => proto).increment(1);
-                        tracing::warn!(%error, excerpt = %hex_excerpt(&rest[start..end]), "datagram frame not decodable");
-                    }
-                }
-                rest = &rest[end..];
-            }
-            Framing::Resync { discard, error } => {
-                metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "resync").increment(1);
-                tracing::warn!(%error, excerpt = %hex_excerpt(rest), "resync inside datagram");
-                rest = &rest[discard.clamp(1, rest.len())..];
-            }
-            other => {
-                let outcome = if matches!(other, Framing::Incomplete) {
-                    "truncated"
-                } else {
-                    "fatal"
-                };
-                metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => outcome).increment(1);
-                tracing::warn!(?other, excerpt = %hex_excerpt(rest), "datagram rest dropped");
-                break;
-            }
-        }
-    }
+    let Some(messages) = decode_whole(codec.as_mut(), &data, shared.config.max_frame_bytes, now) else {
+        return;
+    };
     let Some(login) = messages.iter().find(|m| m.imei.is_some()) else {
         if !messages.is_empty() {
             tracing::warn!("datagram without device identity dropped");
@@ -141,4 +104,59 @@ async fn datagram(
         }
         metrics::histogram!(m::ACK_LATENCY, "protocol" => proto).record(received.elapsed().as_secs_f64());
     }
+}
+
+/// Frames and decodes a self-contained input (a datagram, an HTTP request target or
+/// body) as the codec cuts it, counting and logging every bad part. `None` when the
+/// input is refused whole (a frame over the cap).
+pub(crate) fn decode_whole(
+    codec: &mut dyn protocols::Codec,
+    data: &[u8],
+    max_frame: usize,
+    now: chrono::DateTime<Utc>,
+) -> Option<Vec<protocols::Message>> {
+    let proto = codec.protocol().name();
+    let ctx = DecodeContext { now };
+    let mut messages = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match codec.frame(rest, true) {
+            Framing::Frame { start, end } if end > 0 && start <= end && end <= rest.len() => {
+                if end - start > max_frame {
+                    metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "oversize").increment(1);
+                    tracing::warn!(bytes = end - start, excerpt = %hex_excerpt(rest), "frame over the size cap");
+                    return None;
+                }
+                match codec.decode(&rest[start..end], &ctx) {
+                    Ok(mut ms) => {
+                        metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "ok").increment(1);
+                        messages.append(&mut ms);
+                    }
+                    Err(error) => {
+                        metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "decode_error").increment(1);
+                        metrics::counter!(m::DECODE_ERRORS, "protocol" => proto).increment(1);
+                        tracing::warn!(%error, excerpt = %hex_excerpt(&rest[start..end]), "frame not decodable");
+                    }
+                }
+                rest = &rest[end..];
+            }
+            Framing::Resync { discard, error } => {
+                metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => "resync").increment(1);
+                tracing::warn!(%error, excerpt = %hex_excerpt(rest), "resync inside the input");
+                rest = &rest[discard.clamp(1, rest.len())..];
+            }
+            Framing::Incomplete if rest.iter().all(u8::is_ascii_whitespace) => break,
+            other => {
+                let outcome = if matches!(other, Framing::Incomplete) {
+                    "truncated"
+                } else {
+                    "fatal"
+                };
+                metrics::counter!(m::FRAMES, "protocol" => proto, "outcome" => outcome).increment(1);
+                tracing::warn!(?other, excerpt = %hex_excerpt(rest), "rest of the input dropped");
+                break;
+            }
+        }
+    }
+    Some(messages)
 }
