@@ -117,6 +117,9 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("idle-client") {
+        return idle_client(args[1].parse()?, args[2].parse()?).await;
+    }
     if args.first().map(String::as_str) == Some("idle") {
         return idle(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000)).await;
     }
@@ -252,23 +255,46 @@ async fn idle(count: usize) -> Result<()> {
     let ingest = Ingest::new(config, registry, bus);
     let l = ingest.listen_tcp(PROTOCOL, "127.0.0.1:0".parse()?).await?;
     // Warm the registry path and allocator with one device first.
-    let mut conns = Vec::with_capacity(count);
-    conns.push(login(l.addr, 0, 0).await?);
+    let warm = login(l.addr, 0, 0).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, rss0) = proc_stat();
-    for i in 1..count {
-        conns.push(login(l.addr, i, i / 20_000).await?);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The devices live in a child process so this RSS is the server's alone.
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["idle-client", &l.addr.to_string(), &count.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut ready = [0u8; 1];
+    out.read_exact(&mut ready).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, rss1) = proc_stat();
     println!(
-        "{count} idle logged-in connections: RSS +{} MiB, {:.1} KiB per connection (server and client sockets both in this process)",
+        "{count} idle logged-in connections: server RSS +{} MiB, {:.1} KiB per connection",
         (rss1 - rss0) / 1024,
         (rss1 - rss0) as f64 / count as f64
     );
-    drop(conns);
+    child.kill().await?;
+    drop(warm);
     ingest.shutdown().await;
     writer.shutdown().await;
+    Ok(())
+}
+
+/// The device side of `idle`: opens and logs in `count` connections, says so with one
+/// byte on stdout, then holds them until killed.
+async fn idle_client(addr: SocketAddr, count: usize) -> Result<()> {
+    raise_nofile(count as u64 + 1024);
+    let mut conns = Vec::with_capacity(count);
+    for i in 1..=count {
+        conns.push(login(addr, i, i / 20_000).await?);
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        out.write_all(b"r")?;
+        out.flush()?;
+    }
+    std::future::pending::<()>().await;
     Ok(())
 }
 

@@ -75,7 +75,10 @@ async fn session(shared: &Shared, protocol: Protocol, socket: TcpStream) -> Stop
     };
     let _ = socket.set_nodelay(true);
     let (rd, wr) = socket.into_split();
-    let mut framed = FramedRead::new(rd, CodecFramer::new(codec, cfg.max_frame_bytes));
+    // Tracker frames are small and most connections sit idle between them: start the
+    // read buffer at 1 KiB rather than tokio-util's 8 KiB (it grows up to the frame
+    // cap when a frame needs it). Measured in ingest/README.md.
+    let mut framed = FramedRead::with_capacity(rd, CodecFramer::new(codec, cfg.max_frame_bytes), 1024);
     let (ack_tx, ack_rx) = mpsc::channel(cfg.in_flight_per_connection.max(1));
     let conn = shared.cancel.child_token();
     let acker = shared
