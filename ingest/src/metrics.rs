@@ -13,6 +13,8 @@ pub const CONNECTIONS: &str = "clutch_ingest_connections_total";
 pub const CONNECTIONS_ACTIVE: &str = "clutch_ingest_connections_active";
 /// `{protocol, reason}`: `unknown_device`, `login_timeout`, `idle_timeout`, `limit`, `no_identity`.
 pub const CONNECTIONS_CLOSED: &str = "clutch_ingest_connections_closed_total";
+/// Distinct unregistered identifiers refused since start (the admin list's length).
+pub const UNKNOWN_DEVICES: &str = "clutch_ingest_unknown_devices";
 pub const POSITIONS: &str = "clutch_ingest_positions_total";
 /// Seconds from a frame's arrival to its ack being written.
 pub const ACK_LATENCY: &str = "clutch_ingest_ack_latency_seconds";

@@ -122,6 +122,7 @@ impl Registry {
                 u.info.attempts += 1;
                 u.info.last_seen = now;
                 u.checked = Instant::now();
+                metrics::gauge!(crate::metrics::UNKNOWN_DEVICES).set(unknown.len() as f64);
                 return Ok(Resolution::Refused { first_time });
             }
         };

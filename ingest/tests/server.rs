@@ -250,6 +250,7 @@ fn some_tcp_protocol() -> Protocol {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_device_is_refused_and_listed() -> Result<()> {
     let srv = server(IngestConfig::default()).await;
+    ingest::metrics::install();
     let protocol = some_tcp_protocol();
     let l = srv.ingest.listen_tcp(protocol, local()).await?;
     let mut dev = protocol.device_encoder(Transport::Tcp)?;
@@ -272,6 +273,9 @@ async fn unknown_device_is_refused_and_listed() -> Result<()> {
     assert_eq!(unknown.len(), 1);
     assert_eq!(unknown[0].identifier, "359999000000001");
     assert_eq!(unknown[0].attempts, 2);
+    let text = ingest::metrics::install().render();
+    assert!(text.contains("clutch_ingest_unknown_devices"), "{text}");
+    assert!(text.contains("reason=\"unknown_device\""), "{text}");
     Ok(())
 }
 
