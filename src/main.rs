@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
 mod db;
 mod decode;
+mod device;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(name = "clutch", version, about = "Clutch telematics backend")]
@@ -18,6 +21,10 @@ struct Cli {
 enum Command {
     /// Decode tracker frames and print them as JSON (the stable decoder contract).
     Decode(decode::DecodeArgs),
+    /// Run the server: device listeners, bus, store writer, HTTP (health, metrics).
+    Serve(serve::ServeArgs),
+    /// Manage devices in the registry.
+    Device(device::DeviceArgs),
     /// The database: print its URL, show the storage mode, apply migrations.
     Db(db::DbArgs),
     /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
@@ -28,6 +35,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Device(args) => device::run(args),
         Command::Db(args) => db::run(args),
         Command::Sim(args) => firmware_sim::cli::main(args),
     }

@@ -332,7 +332,8 @@ const ROLLUP_SQL: &str = "\
 async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<i32>> {
     let rows = sqlx::query(
         "SELECT j.job_id, j.proc_name::text AS proc_name, s.last_run_status, \
-                s.last_successful_finish, j.schedule_interval \
+                CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END \
+                    AS last_successful_finish, j.schedule_interval \
          FROM timescaledb_information.jobs j \
          JOIN timescaledb_information.job_stats s USING (job_id) \
          WHERE j.proc_name IN ('policy_compression', 'policy_retention', \
@@ -345,6 +346,8 @@ async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Resul
     for row in rows {
         let id: i32 = row.try_get("job_id")?;
         let status: Option<String> = row.try_get("last_run_status")?;
+        // NULL when the job never succeeded: TimescaleDB says `-infinity` there, which
+        // chrono cannot represent (sqlx panics decoding it).
         let last_ok: Option<DateTime<Utc>> = row.try_get("last_successful_finish")?;
         let interval: sqlx::postgres::types::PgInterval = row.try_get("schedule_interval")?;
         let interval = TimeDelta::microseconds(interval.microseconds)

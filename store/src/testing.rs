@@ -221,9 +221,25 @@ impl TestCluster {
             .await?;
         let name = format!("test_{}", self.next_db.fetch_add(1, Ordering::Relaxed));
         let mut admin = PgConnection::connect(&self.url("postgres")).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
-            .execute(&mut admin)
-            .await?;
+        // CREATE … TEMPLATE fails with 55006 while anything is connected to the template:
+        // a backend still exiting after the migration's close, or TimescaleDB's job
+        // scheduler visiting it. Both go away by themselves; wait for that.
+        let mut attempts = 0;
+        loop {
+            let r = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
+                .execute(&mut admin)
+                .await;
+            match r {
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                r => {
+                    r?;
+                    break;
+                }
+            }
+        }
         admin.close().await?;
         let url = self.url(&name);
         let pool = PgPoolOptions::new().max_connections(8).connect(&url).await?;

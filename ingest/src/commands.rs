@@ -1,0 +1,147 @@
+//! Downlink: the per-device command queue in `device_commands`, delivered to connected
+//! devices and answered by their command responses.
+//!
+//! One poller per process asks the database which devices have queued commands and
+//! wakes only those sessions that are connected here, so idle connections cost no
+//! queries; a session also delivers right after its login (commands queued while the
+//! device was offline).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocols::{Codec, Command, DecodeContext};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+
+/// Sessions that can take commands now, by device id.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    sessions: Mutex<HashMap<i64, Arc<Notify>>>,
+}
+
+impl Hub {
+    pub(crate) fn register(&self, device_id: i64) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        // A newer connection of the same device takes over (the old one is likely dead).
+        lock(&self.sessions).insert(device_id, n.clone());
+        n
+    }
+
+    pub(crate) fn unregister(&self, device_id: i64, n: &Arc<Notify>) {
+        let mut s = lock(&self.sessions);
+        if s.get(&device_id).is_some_and(|cur| Arc::ptr_eq(cur, n)) {
+            s.remove(&device_id);
+        }
+    }
+
+    fn wake(&self, devices: &[i64]) {
+        let s = lock(&self.sessions);
+        for d in devices {
+            if let Some(n) = s.get(d) {
+                n.notify_one();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.sessions).is_empty()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) async fn poll(pool: PgPool, hub: Arc<Hub>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if hub.is_empty() {
+            continue;
+        }
+        match sqlx::query_scalar::<_, i64>("SELECT DISTINCT device_id FROM device_commands WHERE status = 'queued'")
+            .fetch_all(&pool)
+            .await
+        {
+            Ok(devices) => hub.wake(&devices),
+            Err(error) => tracing::warn!(%error, "command poll failed"),
+        }
+    }
+}
+
+/// Queues a command for a device; returns its id.
+pub async fn enqueue(pool: &PgPool, device_id: i64, command: &Command) -> Result<i64> {
+    let json = serde_json::to_value(command).unwrap_or_default();
+    Ok(
+        sqlx::query_scalar("INSERT INTO device_commands (device_id, command) VALUES ($1, $2) RETURNING id")
+            .bind(device_id)
+            .bind(json)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Encodes the device's queued commands with its session codec. Each one is marked
+/// `sent` (or `failed` with the reason) and its bytes returned in queue order for the
+/// caller to write after the acks already owed.
+pub(crate) async fn take_queued(
+    pool: &PgPool,
+    device_id: i64,
+    identifier: &str,
+    codec: &mut dyn Codec,
+) -> Result<Vec<Vec<u8>>> {
+    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, command FROM device_commands WHERE device_id = $1 AND status = 'queued' ORDER BY id",
+    )
+    .bind(device_id)
+    .fetch_all(pool)
+    .await?;
+    let ctx = DecodeContext::now();
+    let mut out = Vec::new();
+    for (id, json) in rows {
+        let encoded = serde_json::from_value::<Command>(json)
+            .map_err(|e| format!("not a command: {e}"))
+            .and_then(|c| codec.encode_command(identifier, &c, &ctx).map_err(|e| e.to_string()));
+        match encoded {
+            Ok(bytes) => {
+                sqlx::query("UPDATE device_commands SET status = 'sent', sent_at = now() WHERE id = $1")
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                tracing::info!(command = id, "command sent");
+                out.push(bytes);
+            }
+            Err(error) => {
+                tracing::warn!(command = id, %error, "command cannot be encoded for this device");
+                sqlx::query("UPDATE device_commands SET status = 'failed', error = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(error)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Records a device's command response against its oldest command awaiting one.
+/// Protocols do not echo a command id back, so order is the only correlation there is.
+pub(crate) async fn record_response(pool: &PgPool, device_id: i64, response: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE device_commands SET status = 'answered', response = $2, responded_at = now() \
+         WHERE id = (SELECT id FROM device_commands WHERE device_id = $1 AND status = 'sent' ORDER BY id LIMIT 1)",
+    )
+    .bind(device_id)
+    .bind(response)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
