@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use protocols::{Codec, DeviceEncoder, Message, MessageKind, Position, Protocol, Transport};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::time::{Instant, sleep_until};
 
 use crate::ack::{Expect, Match, expect_for};
 use crate::downlink;
 use crate::mqtt::{self, MqttPayload};
-use crate::rng::Rng;
 use crate::scenario::{DeviceAction, GroundTruth};
 use crate::stats::{Stats, add, inc};
 use crate::track::{Track, TrackConfig};
@@ -136,7 +137,7 @@ pub async fn run_device(cfg: DeviceConfig, deadlines: Deadlines, stats: Arc<Stat
     };
     let mut dev = Device {
         track: Track::new(&cfg.id, &cfg.track, cfg.start, cfg.seed),
-        rng: Rng::new(cfg.seed ^ 0xD3C1_CE00),
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xD3C1_CE00),
         cfg,
         stats,
         truth,
@@ -158,7 +159,7 @@ struct Device {
     stats: Arc<Stats>,
     truth: TruthSink,
     track: Track,
-    rng: Rng,
+    rng: ChaCha8Rng,
     buffer: VecDeque<Record>,
     conn: Option<Conn>,
     inflight: Option<InFlight>,
@@ -306,7 +307,7 @@ impl Device {
         // Full jitter: a fleet that lost its server must not reconnect in lockstep.
         let b = self.backoff;
         self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
-        b.mul_f64(self.rng.range(0.5, 1.0))
+        b.mul_f64(self.rng.random_range(0.5..1.0))
     }
 
     fn push_truth(&self, t: Vec<GroundTruth>) {

@@ -10,11 +10,11 @@
 //! comes from `protocols`: a device encodes with `Protocol::device_encoder`, and learns
 //! the ack it must wait for by decoding its own frame with `Protocol::codec`.
 //!
-//! Runs are deterministic by seed: vehicles, noise and scenario outcomes depend only on
+//! Runs are deterministic by seed (every random choice draws from a `rand_chacha::ChaCha8Rng`
+//! seeded from it): vehicles, noise and scenario outcomes depend only on
 //! the seed and the device index (network timing, of course, does not).
 //!
 //! # Layout
-//! - [`rng`]: the seeded PRNG every random choice draws from.
 //! - [`route`]: random road-like routes in a bounding box, GeoJSON LineStrings, geodesy.
 //! - [`vehicle`]: pure, time-stepped vehicle model.
 //! - [`noise`]: sensors — GPS jitter, fuel slosh, accelerometer noise, dropped fixes.
@@ -41,7 +41,6 @@ pub mod exchange;
 pub mod log;
 pub mod mqtt;
 pub mod noise;
-pub mod rng;
 pub mod route;
 pub mod run;
 pub mod scenario;

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use protocols::{Protocol, Transport};
+use rand::{Rng as _, RngCore as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::device::{Deadlines, DeviceConfig, TruthSink, run_device};
-use crate::rng::Rng;
 use crate::scenario::GroundTruth;
 use crate::stats::{Stats, Summary};
 use crate::track::TrackConfig;
@@ -103,7 +104,7 @@ impl FleetConfig {
 
 /// A 15-digit IMEI with a valid Luhn check digit.
 pub fn imei(seed: u64, index: usize) -> String {
-    let base = Rng::new(seed).next_u64() % 900_000_000;
+    let base = ChaCha8Rng::seed_from_u64(seed).next_u64() % 900_000_000;
     let body = format!("35{:012}", (base * 1000 + index as u64) % 1_000_000_000_000);
     let digits: Vec<u32> = body.chars().filter_map(|c| c.to_digit(10)).collect();
     let sum: u32 = digits
@@ -144,7 +145,7 @@ impl Fleet {
             hard_stop: started + cfg.ramp + cfg.duration + cfg.drain,
         };
         let total_weight: u64 = cfg.mix.iter().map(|m| u64::from(m.weight.max(1))).sum::<u64>().max(1);
-        let mut rng = Rng::new(cfg.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut tasks = JoinSet::new();
         let mut ids = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
@@ -170,7 +171,9 @@ impl Fleet {
             d.ack_timeout = cfg.ack_timeout;
             d.heartbeat = cfg.heartbeat;
             d.start = cfg.start;
-            d.seed = rng.fork(i as u64).next_u64();
+            // One draw per device, in device order: device i's seed depends only on the
+            // fleet seed and i.
+            d.seed = rng.random();
             d.track = cfg.track.clone();
             d.source_ip = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[i % cfg.source_ips.len()]);
             d.start_delay = if cfg.devices > 1 {
