@@ -29,7 +29,7 @@
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
 //! - [`exchange`]: `replay` and `check` — captured frames to a server, answers back.
 //! - [`cli`]: the `clutch sim` arguments and commands.
-//! - [`log`]: a minimal stderr subscriber for the devices' log events.
+//! - [`log`]: the devices' log events on stderr (`tracing-subscriber`, `--log` level).
 //! - [`ack_server`]: a minimal acking server from the protocols crate (tests, scale checks).
 
 pub mod ack;
