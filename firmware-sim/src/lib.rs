@@ -22,8 +22,8 @@
 //! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
 //! - [`ack`]: the ack a device waits for (learnt from the server codec) and matching it.
 //! - [`downlink`]: recognising server commands and the device's reply.
-//! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT links.
-//! - [`mqtt`]: the few MQTT 3.1.1 packets a publishing device needs.
+//! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT (`rumqttc`) links.
+//! - [`mqtt`]: what devices publish over MQTT, and to which topics.
 //! - [`device`]: the firmware loop of one device.
 //! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
