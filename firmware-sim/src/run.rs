@@ -256,7 +256,8 @@ impl Fleet {
             }
         }
         if let Some(bar) = bar {
-            bar.finish();
+            // The summary that follows says it all; leave no half line behind.
+            bar.finish_and_clear();
         }
         let summary = self.stats.summary(self.seed, self.started.elapsed());
         let mut truth = std::mem::take(&mut *self.truth.lock().unwrap_or_else(|e| e.into_inner()));
