@@ -3,7 +3,9 @@
 //!
 //! It is the server the simulator's own tests run against, the target of the scale check,
 //! and a way to try the simulator without a Clutch server. It acks on decode, not on
-//! durability, and keeps every decoded message in memory: not for production.
+//! durability, and keeps every decoded message in memory: not for production. MQTT tests
+//! run the real broker (`rumqttd`) instead; [`Seen::record_mqtt`] decodes what devices
+//! published to it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +45,62 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// A record of everything decoded, messages kept.
+    pub fn keeping() -> Seen {
+        Seen {
+            keep: true,
+            ..Seen::default()
+        }
+    }
+
+    /// What a device published to an MQTT broker: `clutch/<id>/raw/<protocol>` payloads
+    /// are decoded with that protocol's codec (one per `codecs` key, kept across calls);
+    /// `clutch/<id>/telemetry` JSON positions are read back. Returns the positions seen.
+    pub fn record_mqtt(&self, codecs: &mut HashMap<String, Box<dyn Codec>>, topic: &str, payload: &[u8]) -> usize {
+        self.frames.fetch_add(1, Relaxed);
+        let ctx = DecodeContext::now();
+        let parts: Vec<&str> = topic.split('/').collect();
+        let mut positions = 0;
+        match parts.as_slice() {
+            ["clutch", id, "raw", proto] => {
+                let Ok(p) = proto.parse::<Protocol>() else { return 0 };
+                let key = format!("{id}/{proto}");
+                let codec = match codecs.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => match p.codec(Transport::Tcp) {
+                        Ok(c) => v.insert(c),
+                        Err(_) => return 0,
+                    },
+                };
+                let (msgs, errs) = protocols::decode_all(&mut **codec, payload, &ctx);
+                self.decode_errors.fetch_add(errs.len() as u64, Relaxed);
+                for mut m in msgs {
+                    positions += m.positions.len();
+                    m.imei.get_or_insert_with(|| (*id).to_owned());
+                    self.record(m);
+                }
+            }
+            ["clutch", id, "telemetry"] => {
+                let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+                let mut ps = Vec::new();
+                for q in v["positions"].as_array().into_iter().flatten() {
+                    let time = q["time"].as_str().and_then(|t| t.parse().ok());
+                    let (Some(time), Some(lat), Some(lon)) = (time, q["latitude"].as_f64(), q["longitude"].as_f64())
+                    else {
+                        continue;
+                    };
+                    let mut pos = protocols::Position::new(time, lat, lon, q["valid"].as_bool().unwrap_or(true));
+                    pos.speed_kmh = q["speed_kmh"].as_f64();
+                    ps.push(pos);
+                }
+                positions = ps.len();
+                self.record(Message::new(MessageKind::Position).with_imei(*id).with_positions(ps));
+            }
+            _ => {}
+        }
+        positions
+    }
+
     fn record(&self, m: Message) {
         self.message_count.fetch_add(1, Relaxed);
         self.position_count.fetch_add(m.positions.len() as u64, Relaxed);
@@ -285,116 +343,6 @@ async fn serve_http(mut s: tokio::net::TcpStream, protocol: Protocol, seen: Arc<
             if s.write_all(reply).await.is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// Start a minimal MQTT 3.1.1 broker on an ephemeral loopback port: CONNACK, PUBACK for
-/// QoS 1, PINGRESP. `clutch/<id>/raw/<protocol>` payloads are decoded with that
-/// protocol's codec; `clutch/<id>/telemetry` JSON positions are read back.
-pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding an ephemeral loopback port");
-    let addr = l.local_addr().expect("bound address");
-    let seen = Arc::new(Seen {
-        keep: true,
-        ..Seen::default()
-    });
-    let s2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            s2.connections.fetch_add(1, Relaxed);
-            tokio::spawn(serve_mqtt(s, s2.clone(), behaviour));
-        }
-    });
-    TestServer { addr, seen }
-}
-
-async fn serve_mqtt(mut s: tokio::net::TcpStream, seen: Arc<Seen>, behaviour: Behaviour) {
-    use crate::mqtt::{packet, parse_publish, puback};
-    let mut codecs: HashMap<String, Box<dyn Codec>> = HashMap::new();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 8192];
-    let ctx = DecodeContext::now();
-    loop {
-        let n = match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut reply = Vec::new();
-        loop {
-            let (first, end, start) = match packet(&buf) {
-                None => break,
-                Some(Err(())) => return,
-                Some(Ok(p)) => p,
-            };
-            let body = buf[start..end].to_vec();
-            buf.drain(..end);
-            match first >> 4 {
-                1 => reply.extend_from_slice(&crate::mqtt::CONNACK_OK),
-                3 => {
-                    seen.frames.fetch_add(1, Relaxed);
-                    let Some((topic, pid, payload)) = parse_publish(first, &body) else {
-                        return;
-                    };
-                    let parts: Vec<&str> = topic.split('/').collect();
-                    let mut positions = 0;
-                    match parts.as_slice() {
-                        ["clutch", id, "raw", proto] => {
-                            let Ok(p) = proto.parse::<Protocol>() else { continue };
-                            let codec = match codecs.entry((*proto).to_owned()) {
-                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(v) => match p.codec(Transport::Tcp) {
-                                    Ok(c) => v.insert(c),
-                                    Err(_) => continue,
-                                },
-                            };
-                            let (msgs, errs) = protocols::decode_all(&mut **codec, &payload, &ctx);
-                            seen.decode_errors.fetch_add(errs.len() as u64, Relaxed);
-                            for mut m in msgs {
-                                positions += m.positions.len();
-                                m.imei.get_or_insert_with(|| (*id).to_owned());
-                                seen.record(m);
-                            }
-                        }
-                        ["clutch", id, "telemetry"] => {
-                            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                            let mut ps = Vec::new();
-                            for q in v["positions"].as_array().into_iter().flatten() {
-                                let time = q["time"].as_str().and_then(|t| t.parse().ok());
-                                let (Some(time), Some(lat), Some(lon)) =
-                                    (time, q["latitude"].as_f64(), q["longitude"].as_f64())
-                                else {
-                                    continue;
-                                };
-                                let mut pos =
-                                    protocols::Position::new(time, lat, lon, q["valid"].as_bool().unwrap_or(true));
-                                pos.speed_kmh = q["speed_kmh"].as_f64();
-                                ps.push(pos);
-                            }
-                            positions = ps.len();
-                            seen.record(Message::new(MessageKind::Position).with_imei(*id).with_positions(ps));
-                        }
-                        _ => {}
-                    }
-                    let withhold = behaviour == Behaviour::DropFirstPositionAck
-                        && positions > 0
-                        && seen.dropped.fetch_add(1, Relaxed) == 0;
-                    if let Some(pid) = pid
-                        && !withhold
-                    {
-                        reply.extend_from_slice(&puback(pid));
-                    }
-                }
-                12 => reply.extend_from_slice(&crate::mqtt::PINGRESP),
-                14 => return,
-                _ => {}
-            }
-        }
-        if !reply.is_empty() && s.write_all(&reply).await.is_err() {
-            return;
         }
     }
 }

@@ -106,7 +106,7 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress line.
+    /// No progress bar (nor the periodic progress line when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -391,7 +391,8 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode, String> {
         cfg.duration
     );
     let fleet = Fleet::start(&cfg);
-    let progress = (!a.no_progress).then_some(cfg.ramp + cfg.duration);
+    // No bar under --json: its output is for machines.
+    let progress = (!a.no_progress && !a.json).then_some(cfg.ramp + cfg.duration);
     let (summary, truth) = fleet.wait(progress).await;
     if let Some(p) = &a.ground_truth {
         write_truth(p, &truth).map_err(|e| format!("cannot write ground truth {}: {e}", p.display()))?;

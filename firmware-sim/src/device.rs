@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use protocols::{Codec, DeviceEncoder, Message, MessageKind, Position, Protocol, Transport};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::time::{Instant, sleep_until};
 
 use crate::ack::{Expect, Match, expect_for};
 use crate::downlink;
-use crate::mqtt::{self, MqttPayload};
-use crate::rng::Rng;
+use crate::mqtt::MqttPayload;
 use crate::scenario::{DeviceAction, GroundTruth};
 use crate::stats::{Stats, add, inc};
 use crate::track::{Track, TrackConfig};
@@ -136,7 +137,7 @@ pub async fn run_device(cfg: DeviceConfig, deadlines: Deadlines, stats: Arc<Stat
     };
     let mut dev = Device {
         track: Track::new(&cfg.id, &cfg.track, cfg.start, cfg.seed),
-        rng: Rng::new(cfg.seed ^ 0xD3C1_CE00),
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xD3C1_CE00),
         cfg,
         stats,
         truth,
@@ -158,7 +159,7 @@ struct Device {
     stats: Arc<Stats>,
     truth: TruthSink,
     track: Track,
-    rng: Rng,
+    rng: ChaCha8Rng,
     buffer: VecDeque<Record>,
     conn: Option<Conn>,
     inflight: Option<InFlight>,
@@ -306,7 +307,7 @@ impl Device {
         // Full jitter: a fleet that lost its server must not reconnect in lockstep.
         let b = self.backoff;
         self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
-        b.mul_f64(self.rng.range(0.5, 1.0))
+        b.mul_f64(self.rng.random_range(0.5..1.0))
     }
 
     fn push_truth(&self, t: Vec<GroundTruth>) {
@@ -352,11 +353,17 @@ impl Device {
     async fn connect(&mut self, enc: &mut dyn DeviceEncoder) -> Result<(), String> {
         let link = match self.cfg.mqtt {
             Some(payload) => {
-                let topic = match payload {
-                    MqttPayload::Raw => format!("clutch/{}/raw/{}", self.cfg.id, self.cfg.protocol),
-                    MqttPayload::Json => format!("clutch/{}/telemetry", self.cfg.id),
-                };
-                Link::connect_mqtt(self.cfg.target, self.cfg.source_ip, self.cfg.connect_timeout, topic).await
+                // The MQTT CONNECT is the login; connecting waits for the broker's CONNACK.
+                let keep_alive = Duration::from_secs(self.cfg.heartbeat.as_secs().clamp(1, 32_767) * 2);
+                let topic = payload.topic(&self.cfg.id, self.cfg.protocol);
+                Link::connect_mqtt(
+                    &self.cfg.id,
+                    self.cfg.target,
+                    self.cfg.connect_timeout,
+                    keep_alive,
+                    topic,
+                )
+                .await
             }
             None => {
                 Link::connect(
@@ -380,10 +387,7 @@ impl Device {
         let now_connected = self.stats.connected.fetch_add(1, Relaxed) + 1;
         self.stats.peak_connected.fetch_max(now_connected, Relaxed);
         if self.cfg.mqtt.is_some() {
-            // The MQTT CONNECT is the login; the broker's CONNACK its ack.
-            let keep_alive = self.cfg.heartbeat.as_secs().clamp(1, 65_535) as u16 * 2;
-            let connect = mqtt::connect(&self.cfg.id, keep_alive);
-            return self.control(&connect, &mqtt::CONNACK_OK, true).await;
+            return Ok(());
         }
         // Login, where the protocol has one; its ack is awaited like any other.
         let login = Message::new(MessageKind::Login).with_imei(&self.cfg.id);
@@ -393,24 +397,19 @@ impl Device {
         Ok(())
     }
 
-    /// Send an MQTT control packet and await its answer like an ack.
-    async fn control(&mut self, packet: &[u8], answer: &[u8], login: bool) -> Result<(), String> {
-        let Some(c) = self.conn.as_mut() else {
-            return Err("not connected".into());
-        };
-        if let Err(e) = c.link.send_raw(packet).await {
-            self.disconnect(&format!("write error: {e}"));
-            return Err(e.to_string());
+    /// Send an MQTT PINGREQ and await the PINGRESP like an ack.
+    fn mqtt_ping(&mut self) {
+        let Some(c) = self.conn.as_mut() else { return };
+        if c.link.ping() {
+            let now = Instant::now();
+            self.inflight = Some(InFlight {
+                records: 0,
+                expect: Expect::Bytes(crate::transport::PINGRESP.to_vec()),
+                sent_at: now,
+                deadline: now + self.cfg.ack_timeout,
+                login: false,
+            });
         }
-        let now = Instant::now();
-        self.inflight = Some(InFlight {
-            records: 0,
-            expect: Expect::Bytes(answer.to_vec()),
-            sent_at: now,
-            deadline: now + self.cfg.ack_timeout,
-            login,
-        });
-        Ok(())
     }
 
     /// Send a frame, work out its ack, and put it in flight. Over MQTT the frame (or
@@ -435,7 +434,7 @@ impl Device {
         inc(&self.stats.frames_sent);
         let (mut expect, _, errors) =
             expect_for(self.cfg.protocol, self.cfg.transport, &mut *c.mirror, frame, requests);
-        if let Some(ack) = c.link.last_puback() {
+        if let Some(ack) = c.link.link_ack() {
             expect = Expect::Bytes(ack.to_vec());
         }
         if errors > 0 {
@@ -495,7 +494,7 @@ impl Device {
     async fn send_heartbeat(&mut self, enc: &mut dyn DeviceEncoder) {
         if self.cfg.mqtt.is_some() {
             inc(&self.stats.heartbeats);
-            let _ = self.control(&mqtt::PINGREQ, &mqtt::PINGRESP, false).await;
+            self.mqtt_ping();
             return;
         }
         let mut msg = Message::new(MessageKind::Heartbeat).with_imei(&self.cfg.id);
@@ -530,7 +529,7 @@ impl Device {
             return;
         }
         // The broker acks the publish whatever its payload; wait for that like any ack.
-        if let Some(ack) = c.link.last_puback() {
+        if let Some(ack) = c.link.link_ack() {
             let now = Instant::now();
             self.inflight = Some(InFlight {
                 records: 0,

@@ -10,11 +10,11 @@
 //! comes from `protocols`: a device encodes with `Protocol::device_encoder`, and learns
 //! the ack it must wait for by decoding its own frame with `Protocol::codec`.
 //!
-//! Runs are deterministic by seed: vehicles, noise and scenario outcomes depend only on
+//! Runs are deterministic by seed (every random choice draws from a `rand_chacha::ChaCha8Rng`
+//! seeded from it): vehicles, noise and scenario outcomes depend only on
 //! the seed and the device index (network timing, of course, does not).
 //!
 //! # Layout
-//! - [`rng`]: the seeded PRNG every random choice draws from.
 //! - [`route`]: random road-like routes in a bounding box, GeoJSON LineStrings, geodesy.
 //! - [`vehicle`]: pure, time-stepped vehicle model.
 //! - [`noise`]: sensors — GPS jitter, fuel slosh, accelerometer noise, dropped fixes.
@@ -22,14 +22,14 @@
 //! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
 //! - [`ack`]: the ack a device waits for (learnt from the server codec) and matching it.
 //! - [`downlink`]: recognising server commands and the device's reply.
-//! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT links.
-//! - [`mqtt`]: the few MQTT 3.1.1 packets a publishing device needs.
+//! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT (`rumqttc`) links.
+//! - [`mqtt`]: what devices publish over MQTT, and to which topics.
 //! - [`device`]: the firmware loop of one device.
 //! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
 //! - [`exchange`]: `replay` and `check` — captured frames to a server, answers back.
 //! - [`cli`]: the `clutch sim` arguments and commands.
-//! - [`log`]: a minimal stderr subscriber for the devices' log events.
+//! - [`log`]: the devices' log events on stderr (`tracing-subscriber`, `--log` level).
 //! - [`ack_server`]: a minimal acking server from the protocols crate (tests, scale checks).
 
 pub mod ack;
@@ -41,7 +41,6 @@ pub mod exchange;
 pub mod log;
 pub mod mqtt;
 pub mod noise;
-pub mod rng;
 pub mod route;
 pub mod run;
 pub mod scenario;

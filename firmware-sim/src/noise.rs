@@ -7,9 +7,11 @@
 //! last good position, as trackers do).
 
 use protocols::{Attributes, Position};
+use rand::Rng as _;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::Deserialize;
 
-use crate::rng::Rng;
 use crate::route::{LatLon, offset};
 use crate::vehicle::{G, VehicleState};
 
@@ -76,7 +78,7 @@ impl NoiseConfig {
 #[derive(Debug, Clone)]
 pub struct Sensors {
     cfg: NoiseConfig,
-    rng: Rng,
+    rng: ChaCha8Rng,
     /// Current GPS error, metres east and north.
     jitter: (f64, f64),
     last_good: Option<LatLon>,
@@ -84,7 +86,7 @@ pub struct Sensors {
 }
 
 impl Sensors {
-    pub fn new(cfg: NoiseConfig, rng: Rng) -> Sensors {
+    pub fn new(cfg: NoiseConfig, rng: ChaCha8Rng) -> Sensors {
         Sensors {
             cfg,
             rng,
@@ -99,10 +101,10 @@ impl Sensors {
         let r = &mut self.rng;
         // AR(1) with φ = 0.8: innovation scale √(1-φ²) = 0.6 keeps the stationary σ.
         let sigma = self.cfg.gps_jitter_m;
-        self.jitter.0 = 0.8 * self.jitter.0 + 0.6 * sigma * r.normal();
-        self.jitter.1 = 0.8 * self.jitter.1 + 0.6 * sigma * r.normal();
-        self.sats = (self.sats + r.normal() * 0.5).clamp(5.0, 14.0);
-        let dropped = r.chance(self.cfg.drop_fix_prob);
+        self.jitter.0 = 0.8 * self.jitter.0 + 0.6 * sigma * n(r);
+        self.jitter.1 = 0.8 * self.jitter.1 + 0.6 * sigma * n(r);
+        self.sats = (self.sats + n(r) * 0.5).clamp(5.0, 14.0);
+        let dropped = r.random_bool(self.cfg.drop_fix_prob.clamp(0.0, 1.0));
 
         let true_pos = s.pos;
         let jittered = {
@@ -110,7 +112,7 @@ impl Sensors {
             offset(east, 0.0, self.jitter.1)
         };
         let (at, valid, sats) = if dropped {
-            (self.last_good.unwrap_or(jittered), false, r.below(3) as u8)
+            (self.last_good.unwrap_or(jittered), false, r.random_range(0..3u8))
         } else {
             self.last_good = Some(jittered);
             (jittered, true, self.sats.round() as u8)
@@ -123,13 +125,13 @@ impl Sensors {
 
         let slosh = self.cfg.fuel_slosh_pct * (s.accel_ms2 / 3.0).clamp(-2.0, 2.0);
         let fuel_pct_true = if tank_l > 0.0 { s.fuel_l / tank_l * 100.0 } else { 0.0 };
-        let fuel_pct = (fuel_pct_true + slosh + self.cfg.fuel_noise_pct * r.normal()).clamp(0.0, 100.0);
+        let fuel_pct = (fuel_pct_true + slosh + self.cfg.fuel_noise_pct * n(r)).clamp(0.0, 100.0);
         let an = self.cfg.accel_noise_mg;
         let mg = |ms2: f64| ms2 / G * 1000.0;
         let accel = [
-            (mg(s.accel_ms2) + an * r.normal()).round() as i32,
-            (mg(s.lateral_ms2) + an * r.normal()).round() as i32,
-            (1000.0 + an * r.normal()).round() as i32,
+            (mg(s.accel_ms2) + an * n(r)).round() as i32,
+            (mg(s.lateral_ms2) + an * n(r)).round() as i32,
+            (1000.0 + an * n(r)).round() as i32,
         ];
 
         let mut p = Position::new(s.time, round6(at.lat), round6(at.lon), valid);
@@ -163,4 +165,9 @@ impl Sensors {
 
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// A standard normal draw.
+fn n(r: &mut ChaCha8Rng) -> f64 {
+    r.sample(StandardNormal)
 }

@@ -5,9 +5,9 @@
 //! a LineString is driven there and back. Each waypoint says how fast its leg may be
 //! driven and whether the vehicle stops there (a junction or a light).
 
+use rand::Rng as _;
+use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-
-use crate::rng::Rng;
 
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
@@ -156,17 +156,17 @@ fn find_linestring(v: &serde_json::Value) -> Option<&serde_json::Value> {
 pub struct Route {
     points: Vec<Waypoint>,
     spec: RouteSpec,
-    rng: Rng,
+    rng: ChaCha8Rng,
     /// Index in the LineString and direction, for there-and-back driving.
     line_cursor: (usize, bool),
 }
 
 impl Route {
-    pub fn new(spec: RouteSpec, mut rng: Rng) -> Route {
+    pub fn new(spec: RouteSpec, mut rng: ChaCha8Rng) -> Route {
         let start = match &spec {
             RouteSpec::Random(bbox) => LatLon {
-                lat: rng.range(bbox.min_lat, bbox.max_lat),
-                lon: rng.range(bbox.min_lon, bbox.max_lon),
+                lat: rng.random_range(bbox.min_lat..bbox.max_lat),
+                lon: rng.random_range(bbox.min_lon..bbox.max_lon),
             },
             RouteSpec::Line(pts) => pts[0],
         };
@@ -217,31 +217,31 @@ impl Route {
         let heading = if n >= 2 {
             bearing_deg(self.points[n - 2].at, last)
         } else {
-            self.rng.range(0.0, 4.0).floor() * 90.0
+            f64::from(self.rng.random_range(0..4u8)) * 90.0
         };
-        let r = self.rng.f64();
+        let r: f64 = self.rng.random();
         // Mostly straight on or right-angle turns, like a street grid; a few bends.
         let turn = match r {
             x if x < 0.45 => 0.0,
             x if x < 0.7 => 90.0,
             x if x < 0.95 => -90.0,
-            _ => self.rng.range(-35.0, 35.0),
+            _ => self.rng.random_range(-35.0..35.0),
         };
-        let len = self.rng.range(150.0, 900.0);
+        let len = self.rng.random_range(150.0..900.0);
         let mut h = (heading + turn).rem_euclid(360.0);
         let mut at = offset(last, h, len);
         if !bbox.contains(at) {
-            h = (bearing_deg(last, bbox.center()) + self.rng.range(-30.0, 30.0)).rem_euclid(360.0);
+            h = (bearing_deg(last, bbox.center()) + self.rng.random_range(-30.0..30.0)).rem_euclid(360.0);
             at = offset(last, h, len);
         }
         // Road class per leg: residential, city arterial, ring road.
-        let cruise_kmh = match self.rng.f64() {
+        let cruise_kmh = match self.rng.random::<f64>() {
             x if x < 0.3 => 30.0,
             x if x < 0.85 => 50.0,
             _ => 80.0,
         };
-        let stop_s = if self.rng.chance(0.2) {
-            self.rng.range(5.0, 45.0)
+        let stop_s = if self.rng.random_bool(0.2) {
+            self.rng.random_range(5.0..45.0)
         } else {
             0.0
         };
@@ -273,10 +273,11 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn random_route_stays_near_box() {
-        let mut r = Route::new(RouteSpec::Random(BBox::DEFAULT), Rng::new(3));
+        let mut r = Route::new(RouteSpec::Random(BBox::DEFAULT), ChaCha8Rng::seed_from_u64(3));
         for i in 0..2000 {
             let p = r.point(i).at;
             assert!(distance_m(p, BBox::DEFAULT.center()) < 10_000.0, "{p:?}");
@@ -287,7 +288,7 @@ mod tests {
     fn line_route_goes_there_and_back() {
         let a = LatLon { lat: 54.0, lon: 25.0 };
         let b = offset(a, 90.0, 1000.0);
-        let mut r = Route::new(RouteSpec::Line(vec![a, b]), Rng::new(1));
+        let mut r = Route::new(RouteSpec::Line(vec![a, b]), ChaCha8Rng::seed_from_u64(1));
         assert_eq!(r.point(1).at, b);
         assert_eq!(r.point(2).at, a);
         assert_eq!(r.point(3).at, b);

@@ -2,7 +2,7 @@
 //!
 //! [`Fleet::start`] is the library entry point the end-to-end tests use: it spawns the
 //! devices and returns a handle to watch counters, wait for acks, and collect the
-//! summary and ground truth. `clutch sim run` is the same plus a progress line.
+//! summary and ground truth. `clutch sim run` is the same plus a progress bar.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use protocols::{Protocol, Transport};
+use rand::{Rng as _, RngCore as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::device::{Deadlines, DeviceConfig, TruthSink, run_device};
-use crate::rng::Rng;
 use crate::scenario::GroundTruth;
 use crate::stats::{Stats, Summary};
 use crate::track::TrackConfig;
@@ -103,7 +105,7 @@ impl FleetConfig {
 
 /// A 15-digit IMEI with a valid Luhn check digit.
 pub fn imei(seed: u64, index: usize) -> String {
-    let base = Rng::new(seed).next_u64() % 900_000_000;
+    let base = ChaCha8Rng::seed_from_u64(seed).next_u64() % 900_000_000;
     let body = format!("35{:012}", (base * 1000 + index as u64) % 1_000_000_000_000);
     let digits: Vec<u32> = body.chars().filter_map(|c| c.to_digit(10)).collect();
     let sum: u32 = digits
@@ -144,7 +146,7 @@ impl Fleet {
             hard_stop: started + cfg.ramp + cfg.duration + cfg.drain,
         };
         let total_weight: u64 = cfg.mix.iter().map(|m| u64::from(m.weight.max(1))).sum::<u64>().max(1);
-        let mut rng = Rng::new(cfg.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut tasks = JoinSet::new();
         let mut ids = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
@@ -170,7 +172,9 @@ impl Fleet {
             d.ack_timeout = cfg.ack_timeout;
             d.heartbeat = cfg.heartbeat;
             d.start = cfg.start;
-            d.seed = rng.fork(i as u64).next_u64();
+            // One draw per device, in device order: device i's seed depends only on the
+            // fleet seed and i.
+            d.seed = rng.random();
             d.track = cfg.track.clone();
             d.source_ip = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[i % cfg.source_ips.len()]);
             d.start_delay = if cfg.devices > 1 {
@@ -202,11 +206,20 @@ impl Fleet {
         self.stats.records_acked.load(Relaxed) >= n
     }
 
-    /// Wait for every device to finish; print a progress line to stderr every second
-    /// when `progress` is set.
+    /// Wait for every device to finish. With `progress` (the run's expected length), an
+    /// `indicatif` bar on stderr when it is a terminal, or a line every 10 s otherwise
+    /// (logs).
     pub async fn wait(mut self, progress: Option<Duration>) -> (Summary, Vec<GroundTruth>) {
-        let total = progress.map(|d| d.as_secs_f64());
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = progress.filter(|_| tty).map(|total| {
+            let bar = ProgressBar::with_draw_target(Some(total.as_secs().max(1)), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("[{bar:24}] {pos:>4}s/{len}s  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("#>-"),
+            );
+            bar
+        });
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -215,35 +228,36 @@ impl Fleet {
                     Some(Err(e)) => tracing::error!("device task failed: {e}"),
                     Some(Ok(())) => {}
                 },
-                _ = tick.tick(), if total.is_some() => {
+                _ = tick.tick(), if progress.is_some() => {
                     let s = &self.stats;
                     let el = self.started.elapsed().as_secs_f64();
-                    let total = total.unwrap_or(0.0);
                     let acked = s.records_acked.load(Relaxed) + s.records_unacked_by_protocol.load(Relaxed);
-                    // A redrawn bar on a terminal; a line every 10 s in a log file.
-                    if !tty && !(el as u64).is_multiple_of(10) {
-                        continue;
-                    }
-                    let frac = if total > 0.0 { (el / total).clamp(0.0, 1.0) } else { 1.0 };
-                    let filled = (frac * 24.0).round() as usize;
-                    let line = format!(
-                        "[{}{}] {el:>4.0}s/{total:.0}s  {} connected  sent {}  acked {}  resent {}  {:.0} records/s",
-                        "#".repeat(filled),
-                        "-".repeat(24 - filled),
+                    let msg = format!(
+                        "{} connected  sent {}  acked {}  resent {}  {:.0} records/s",
                         s.connected.load(Relaxed),
                         s.records_sent.load(Relaxed),
                         acked,
                         s.records_resent.load(Relaxed),
                         acked as f64 / el.max(1e-3),
                     );
-                    let mut err = std::io::stderr().lock();
-                    let _ = if tty { write!(err, "\r{line}   ") } else { writeln!(err, "{line}") };
-                    let _ = err.flush();
+                    match &bar {
+                        Some(bar) => {
+                            bar.set_position((el as u64).min(bar.length().unwrap_or(u64::MAX)));
+                            bar.set_message(msg);
+                        }
+                        None if (el as u64).is_multiple_of(10) && el >= 1.0 => {
+                            let total = progress.unwrap_or_default().as_secs_f64();
+                            let mut err = std::io::stderr().lock();
+                            let _ = writeln!(err, "{el:>4.0}s/{total:.0}s  {msg}");
+                        }
+                        None => {}
+                    }
                 }
             }
         }
-        if total.is_some() && tty {
-            eprintln!();
+        if let Some(bar) = bar {
+            // The summary that follows says it all; leave no half line behind.
+            bar.finish_and_clear();
         }
         let summary = self.stats.summary(self.seed, self.started.elapsed());
         let mut truth = std::mem::take(&mut *self.truth.lock().unwrap_or_else(|e| e.into_inner()));

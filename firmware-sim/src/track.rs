@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use protocols::Position;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::noise::{NoiseConfig, Sensors};
-use crate::rng::Rng;
 use crate::route::RouteSpec;
 use crate::scenario::{DeviceAction, EventSpec, Geofence, GroundTruth, ScenarioRun};
 use crate::vehicle::{Vehicle, VehicleConfig};
@@ -43,9 +44,15 @@ pub struct Track {
 
 impl Track {
     pub fn new(device: &str, cfg: &TrackConfig, start: DateTime<Utc>, seed: u64) -> Track {
-        let mut rng = Rng::new(seed);
-        let vehicle = Vehicle::new(cfg.vehicle.clone(), cfg.route.clone(), start, rng.fork(10));
-        let sensors = Sensors::new(cfg.noise.clone(), rng.fork(20));
+        // Independent streams for the vehicle and its sensors, all from the one seed.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let vehicle = Vehicle::new(
+            cfg.vehicle.clone(),
+            cfg.route.clone(),
+            start,
+            ChaCha8Rng::from_rng(&mut rng),
+        );
+        let sensors = Sensors::new(cfg.noise.clone(), ChaCha8Rng::from_rng(&mut rng));
         let mut vehicle = vehicle;
         let mut scenario = ScenarioRun::new(device, start, &cfg.events, &cfg.geofences);
         let early = scenario.before_step(&mut vehicle);

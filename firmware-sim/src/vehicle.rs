@@ -11,9 +11,10 @@
 //! by construction; only injected events ([`Overrides`]) exceed them.
 
 use chrono::{DateTime, Duration, Utc};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use crate::rng::Rng;
 use crate::route::{LatLon, Route, RouteSpec, bearing_deg, distance_m, turn_deg};
 
 pub const G: f64 = 9.806_65;
@@ -140,19 +141,19 @@ pub struct Vehicle {
     phase: Phase,
     /// A stop waypoint was passed before the car could halt: brake to zero first.
     stop_pending: Option<f64>,
-    rng: Rng,
+    rng: ChaCha8Rng,
     alt_phase: f64,
     events: Vec<VehicleEvent>,
 }
 
 impl Vehicle {
-    pub fn new(cfg: VehicleConfig, route: RouteSpec, start: DateTime<Utc>, mut rng: Rng) -> Vehicle {
-        let route_rng = rng.fork(1);
+    pub fn new(cfg: VehicleConfig, route: RouteSpec, start: DateTime<Utc>, mut rng: ChaCha8Rng) -> Vehicle {
+        let route_rng = ChaCha8Rng::from_rng(&mut rng);
         let mut route = Route::new(route, route_rng);
         let p0 = route.point(0).at;
         let p1 = route.point(1).at;
         let fuel_l = (cfg.tank_l * cfg.initial_fuel_pct / 100.0).clamp(0.0, cfg.tank_l);
-        let trip = rng.range(cfg.trip_min_s, cfg.trip_max_s.max(cfg.trip_min_s + 1.0));
+        let trip = rng.random_range(cfg.trip_min_s..cfg.trip_max_s.max(cfg.trip_min_s + 1.0));
         let state = VehicleState {
             time: start,
             pos: p0,
@@ -161,8 +162,8 @@ impl Vehicle {
             speed_ms: 0.0,
             accel_ms2: 0.0,
             lateral_ms2: 0.0,
-            odometer_m: rng.range(5_000_000.0, 150_000_000.0).round(),
-            engine_s: rng.range(200.0, 5000.0).round() * 3600.0,
+            odometer_m: rng.random_range(5_000_000.0f64..150_000_000.0).round(),
+            engine_s: rng.random_range(200.0f64..5000.0).round() * 3600.0,
             ignition: true,
             gear: 0,
             rpm: 800.0,
@@ -174,7 +175,7 @@ impl Vehicle {
             fuel_rate_lph: 0.0,
             dtcs: Vec::new(),
         };
-        let alt_phase = rng.range(0.0, std::f64::consts::TAU);
+        let alt_phase = rng.random_range(0.0..std::f64::consts::TAU);
         Vehicle {
             cfg,
             state,
@@ -275,7 +276,7 @@ impl Vehicle {
             Phase::Driving { until } if self.cfg.ignition_cycles && now >= until && standing => {
                 let park = self
                     .rng
-                    .range(self.cfg.park_min_s, self.cfg.park_max_s.max(self.cfg.park_min_s + 1.0));
+                    .random_range(self.cfg.park_min_s..self.cfg.park_max_s.max(self.cfg.park_min_s + 1.0));
                 self.phase = Phase::Parked {
                     until: now + secs(park),
                 };
@@ -284,7 +285,7 @@ impl Vehicle {
             Phase::Waiting { until } | Phase::Parked { until } if now >= until => {
                 let trip = self
                     .rng
-                    .range(self.cfg.trip_min_s, self.cfg.trip_max_s.max(self.cfg.trip_min_s + 1.0));
+                    .random_range(self.cfg.trip_min_s..self.cfg.trip_max_s.max(self.cfg.trip_min_s + 1.0));
                 self.phase = Phase::Driving {
                     until: now + secs(trip),
                 };
@@ -472,7 +473,7 @@ mod tests {
             VehicleConfig::default(),
             RouteSpec::Random(BBox::DEFAULT),
             start,
-            Rng::new(5),
+            ChaCha8Rng::seed_from_u64(5),
         );
         let odo0 = v.state.odometer_m;
         let fuel0 = v.state.fuel_l;

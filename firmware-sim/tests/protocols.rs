@@ -109,6 +109,11 @@ async fn mqtt_publishing_raw_and_json() {
         cfg.mix[0].mqtt = Some(payload);
         cfg.ack_timeout = Duration::from_millis(300);
         let (s, _) = Fleet::start(&cfg).wait(None).await;
+        // The broker forwards to its observer after the PUBACK: give the last ones a moment.
+        let t0 = std::time::Instant::now();
+        while (server_uniq(&broker.seen) as u64) < s.records_generated && t0.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let got = server_uniq(&broker.seen);
         assert_eq!(s.records_acked, s.records_generated, "{p}/{payload:?}: {s}");
         assert!(
