@@ -331,8 +331,11 @@ const ROLLUP_SQL: &str = "\
 /// TimescaleDB's policy jobs, checked and run by hand when the scheduler's runs fail.
 async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<i32>> {
     let rows = sqlx::query(
+        // A job that never succeeded has last_successful_finish = -infinity, which no
+        // chrono type holds (decoding it panics): map it to NULL.
         "SELECT j.job_id, j.proc_name::text AS proc_name, s.last_run_status, \
-                s.last_successful_finish, j.schedule_interval \
+                CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END \
+                    AS last_successful_finish, j.schedule_interval \
          FROM timescaledb_information.jobs j \
          JOIN timescaledb_information.job_stats s USING (job_id) \
          WHERE j.proc_name IN ('policy_compression', 'policy_retention', \
