@@ -354,17 +354,41 @@ async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Resul
             + TimeDelta::days(i64::from(interval.days) + 30 * i64::from(interval.months));
         let failed = status.as_deref() == Some("Failed");
         let stale = last_ok.is_some_and(|t| t + interval * 2 < now);
-        if failed || stale {
-            let proc_name: String = row.try_get("proc_name")?;
-            tracing::warn!(job_id = id, %proc_name, ?status, "TimescaleDB job failing; running it here");
-            // CALL must run outside a transaction block: policies commit per chunk.
-            match sqlx::query(AssertSqlSafe(format!("CALL run_job({id})")))
+        if !(failed || stale) {
+            continue;
+        }
+        // `run_job` does not touch job_stats, so a job the scheduler keeps failing stays
+        // "Failed": without this, every maintenance pass (a minute) would rerun a policy
+        // meant to run every 12 hours. Hand runs are recorded in clutch_meta and repeated
+        // once per schedule interval.
+        let key = format!("timescale_job_run:{id}");
+        let last_hand_run: Option<String> = sqlx::query_scalar("SELECT value FROM clutch_meta WHERE key = $1")
+            .bind(&key)
+            .fetch_optional(pool)
+            .await?;
+        let last_hand_run = last_hand_run.and_then(|v| DateTime::parse_from_rfc3339(&v).ok());
+        if last_hand_run.is_some_and(|t| t.to_utc() + interval > now && t.to_utc() <= now) {
+            continue;
+        }
+        let proc_name: String = row.try_get("proc_name")?;
+        tracing::warn!(job_id = id, %proc_name, ?status, "TimescaleDB job failing; running it here");
+        // CALL must run outside a transaction block: policies commit per chunk.
+        match sqlx::query(AssertSqlSafe(format!("CALL run_job({id})")))
+            .execute(pool)
+            .await
+        {
+            Ok(_) => {
+                sqlx::query(
+                    "INSERT INTO clutch_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&key)
+                .bind(now.to_rfc3339())
                 .execute(pool)
-                .await
-            {
-                Ok(_) => ran.push(id),
-                Err(e) => tracing::error!(job_id = id, error = %e, "run_job failed too"),
+                .await?;
+                ran.push(id);
             }
+            Err(e) => tracing::error!(job_id = id, error = %e, "run_job failed too"),
         }
     }
     Ok(ran)

@@ -234,4 +234,20 @@ async fn failing_jobs_are_run_by_maintenance() {
         .await
         .unwrap();
     assert_eq!(n, 0);
+
+    // run_job leaves job_stats as it was ("Failed"): the next passes within the job's
+    // schedule interval (1 day for retention) do not run it again; after it, they do.
+    let now = Utc::now();
+    let r = maintenance::run_once(&db.store, &cfg, now + TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    assert!(!r.timescale_jobs_run.contains(&job), "{r:?}");
+    let r = maintenance::run_once(&db.store, &cfg, now + TimeDelta::hours(23))
+        .await
+        .unwrap();
+    assert!(!r.timescale_jobs_run.contains(&job), "{r:?}");
+    let r = maintenance::run_once(&db.store, &cfg, now + TimeDelta::hours(25))
+        .await
+        .unwrap();
+    assert!(r.timescale_jobs_run.contains(&job), "{r:?}");
 }
