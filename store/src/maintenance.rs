@@ -14,9 +14,11 @@
 //! - `positions_hourly` is recomputed for each closed hour the writer marked dirty.
 //!
 //! TimescaleDB mode: the retention policies are (re)applied from config, and the
-//! background jobs are checked: TimescaleDB 2.28 on PostgreSQL 15.20 has been seen failing
-//! its own jobs ("cannot drop portal"), so a job whose last run failed, or that has not
-//! succeeded for two schedule intervals, is run here with `CALL run_job(id)`.
+//! background jobs are checked: TimescaleDB 2.28(.3) on PostgreSQL 15.20 fails its own jobs
+//! ("cannot drop portal \"\" while it is being set up"), so a job whose last run failed, or
+//! that has not succeeded for two schedule intervals (counted from its first start if it
+//! never did), is run here with `CALL run_job(id)`, at most once per schedule interval
+//! (recorded in `clutch_meta`, since `run_job` leaves `job_stats` as it was).
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use serde::Serialize;
@@ -335,7 +337,9 @@ async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Resul
         // chrono type holds (decoding it panics): map it to NULL.
         "SELECT j.job_id, j.proc_name::text AS proc_name, s.last_run_status, \
                 CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END \
-                    AS last_successful_finish, j.schedule_interval \
+                    AS last_successful_finish, \
+                CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END AS last_run_started_at, \
+                j.schedule_interval \
          FROM timescaledb_information.jobs j \
          JOIN timescaledb_information.job_stats s USING (job_id) \
          WHERE j.proc_name IN ('policy_compression', 'policy_retention', \
@@ -353,7 +357,13 @@ async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Resul
         let interval = TimeDelta::microseconds(interval.microseconds)
             + TimeDelta::days(i64::from(interval.days) + 30 * i64::from(interval.months));
         let failed = status.as_deref() == Some("Failed");
-        let stale = last_ok.is_some_and(|t| t + interval * 2 < now);
+        let last_start: Option<DateTime<Utc>> = row.try_get("last_run_started_at")?;
+        // Never succeeded: stale once its first start is two intervals old (a run killed
+        // by a shutdown, or one that never finishes, leaves no status at all).
+        let stale = match last_ok {
+            Some(t) => t + interval * 2 < now,
+            None => last_start.is_some_and(|t| t + interval * 2 < now),
+        };
         if !(failed || stale) {
             continue;
         }

@@ -250,4 +250,37 @@ async fn failing_jobs_are_run_by_maintenance() {
         .await
         .unwrap();
     assert!(r.timescale_jobs_run.contains(&job), "{r:?}");
+
+    // A job that started long ago and never finished (no status, never succeeded) is
+    // stale after two schedule intervals (compression: 12 h).
+    let compression: i32 = sqlx::query_scalar(
+        "SELECT job_id FROM timescaledb_information.jobs \
+         WHERE proc_name = 'policy_compression' AND hypertable_name = 'positions'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT alter_job($1, next_start => now() + interval '1 day')")
+        .bind(compression)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let updated = sqlx::query(
+        "UPDATE _timescaledb_internal.bgw_job_stat SET last_start = now() - interval '20 hours', \
+         last_finish = '-infinity', last_successful_finish = '-infinity' WHERE job_id = $1",
+    )
+    .bind(compression)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    let r = maintenance::run_once(&db.store, &cfg, now).await.unwrap();
+    assert!(
+        !r.timescale_jobs_run.contains(&compression),
+        "not yet two intervals: {r:?}"
+    );
+    let r = maintenance::run_once(&db.store, &cfg, now + TimeDelta::hours(5))
+        .await
+        .unwrap();
+    assert!(r.timescale_jobs_run.contains(&compression), "{r:?}");
 }
