@@ -14,9 +14,11 @@
 //! - `positions_hourly` is recomputed for each closed hour the writer marked dirty.
 //!
 //! TimescaleDB mode: the retention policies are (re)applied from config, and the
-//! background jobs are checked: TimescaleDB 2.28 on PostgreSQL 15.20 has been seen failing
-//! its own jobs ("cannot drop portal"), so a job whose last run failed, or that has not
-//! succeeded for two schedule intervals, is run here with `CALL run_job(id)`.
+//! background jobs are checked: TimescaleDB 2.28(.3) on PostgreSQL 15.20 fails its own jobs
+//! ("cannot drop portal \"\" while it is being set up"), so a job whose last run failed, or
+//! that has not succeeded for two schedule intervals (counted from its first start if it
+//! never did), is run here with `CALL run_job(id)`, at most once per schedule interval
+//! (recorded in `clutch_meta`, since `run_job` leaves `job_stats` as it was).
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use serde::Serialize;
@@ -331,9 +333,13 @@ const ROLLUP_SQL: &str = "\
 /// TimescaleDB's policy jobs, checked and run by hand when the scheduler's runs fail.
 async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<i32>> {
     let rows = sqlx::query(
+        // A job that never succeeded has last_successful_finish = -infinity, which no
+        // chrono type holds (decoding it panics): map it to NULL.
         "SELECT j.job_id, j.proc_name::text AS proc_name, s.last_run_status, \
                 CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END \
-                    AS last_successful_finish, j.schedule_interval \
+                    AS last_successful_finish, \
+                CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END AS last_run_started_at, \
+                j.schedule_interval \
          FROM timescaledb_information.jobs j \
          JOIN timescaledb_information.job_stats s USING (job_id) \
          WHERE j.proc_name IN ('policy_compression', 'policy_retention', \
@@ -346,25 +352,53 @@ async fn rerun_failed_timescale_jobs(pool: &PgPool, now: DateTime<Utc>) -> Resul
     for row in rows {
         let id: i32 = row.try_get("job_id")?;
         let status: Option<String> = row.try_get("last_run_status")?;
-        // NULL when the job never succeeded: TimescaleDB says `-infinity` there, which
-        // chrono cannot represent (sqlx panics decoding it).
         let last_ok: Option<DateTime<Utc>> = row.try_get("last_successful_finish")?;
         let interval: sqlx::postgres::types::PgInterval = row.try_get("schedule_interval")?;
         let interval = TimeDelta::microseconds(interval.microseconds)
             + TimeDelta::days(i64::from(interval.days) + 30 * i64::from(interval.months));
         let failed = status.as_deref() == Some("Failed");
-        let stale = last_ok.is_some_and(|t| t + interval * 2 < now);
-        if failed || stale {
-            let proc_name: String = row.try_get("proc_name")?;
-            tracing::warn!(job_id = id, %proc_name, ?status, "TimescaleDB job failing; running it here");
-            // CALL must run outside a transaction block: policies commit per chunk.
-            match sqlx::query(AssertSqlSafe(format!("CALL run_job({id})")))
+        let last_start: Option<DateTime<Utc>> = row.try_get("last_run_started_at")?;
+        // Never succeeded: stale once its first start is two intervals old (a run killed
+        // by a shutdown, or one that never finishes, leaves no status at all).
+        let stale = match last_ok {
+            Some(t) => t + interval * 2 < now,
+            None => last_start.is_some_and(|t| t + interval * 2 < now),
+        };
+        if !(failed || stale) {
+            continue;
+        }
+        // `run_job` does not touch job_stats, so a job the scheduler keeps failing stays
+        // "Failed": without this, every maintenance pass (a minute) would rerun a policy
+        // meant to run every 12 hours. Hand runs are recorded in clutch_meta and repeated
+        // once per schedule interval.
+        let key = format!("timescale_job_run:{id}");
+        let last_hand_run: Option<String> = sqlx::query_scalar("SELECT value FROM clutch_meta WHERE key = $1")
+            .bind(&key)
+            .fetch_optional(pool)
+            .await?;
+        let last_hand_run = last_hand_run.and_then(|v| DateTime::parse_from_rfc3339(&v).ok());
+        if last_hand_run.is_some_and(|t| t.to_utc() + interval > now && t.to_utc() <= now) {
+            continue;
+        }
+        let proc_name: String = row.try_get("proc_name")?;
+        tracing::warn!(job_id = id, %proc_name, ?status, "TimescaleDB job failing; running it here");
+        // CALL must run outside a transaction block: policies commit per chunk.
+        match sqlx::query(AssertSqlSafe(format!("CALL run_job({id})")))
+            .execute(pool)
+            .await
+        {
+            Ok(_) => {
+                sqlx::query(
+                    "INSERT INTO clutch_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&key)
+                .bind(now.to_rfc3339())
                 .execute(pool)
-                .await
-            {
-                Ok(_) => ran.push(id),
-                Err(e) => tracing::error!(job_id = id, error = %e, "run_job failed too"),
+                .await?;
+                ran.push(id);
             }
+            Err(e) => tracing::error!(job_id = id, error = %e, "run_job failed too"),
         }
     }
     Ok(ran)

@@ -61,22 +61,36 @@ impl PgBinaries {
     }
 
     /// Whether the TimescaleDB extension is installed for these binaries, so that the
-    /// cluster can preload it.
+    /// cluster can preload it: its control file in the share directory **and** its
+    /// library `timescaledb.so` in `pg_config --pkglibdir`. Preloading a library that is
+    /// not there would stop the server from starting at all.
     pub fn has_timescaledb(&self) -> bool {
-        let mut candidates = vec![
+        let pg_config = |arg: &str| {
+            Command::new(self.bin("pg_config"))
+                .arg(arg)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        };
+        let mut shares = vec![
             PathBuf::from(format!("/usr/share/postgresql/{}/extension", self.major)),
             self.dir.join("../share/extension"),
             self.dir.join("../share/postgresql/extension"),
         ];
-        if let Ok(out) = Command::new(self.bin("pg_config")).arg("--sharedir").output()
-            && out.status.success()
-        {
-            candidates.insert(
-                0,
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("extension"),
-            );
+        let mut libs = vec![
+            PathBuf::from(format!("/usr/lib/postgresql/{}/lib", self.major)),
+            self.dir.join("../lib"),
+            self.dir.join("../lib/postgresql"),
+        ];
+        if let Some(d) = pg_config("--sharedir") {
+            shares.insert(0, d.join("extension"));
         }
-        candidates.iter().any(|d| d.join("timescaledb.control").exists())
+        if let Some(d) = pg_config("--pkglibdir") {
+            libs.insert(0, d);
+        }
+        shares.iter().any(|d| d.join("timescaledb.control").exists())
+            && libs.iter().any(|d| d.join("timescaledb.so").exists())
     }
 }
 

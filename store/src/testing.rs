@@ -127,7 +127,7 @@ impl TestCluster {
             } else {
                 settings.push(("wal_compression", "on".into()));
             }
-            if bins.has_timescaledb() {
+            if bins.has_timescaledb() && !timescaledb_refused() {
                 settings.push(("shared_preload_libraries", quote("timescaledb")));
                 settings.push(("timescaledb.telemetry_level", quote("off")));
             }
@@ -216,22 +216,36 @@ impl TestCluster {
                 let mut conn = PgConnection::connect(&self.url(TEMPLATE)).await?;
                 MIGRATOR.run(&mut conn).await?;
                 conn.close().await?;
+                // With TimescaleDB, CREATE EXTENSION started a job scheduler connected to
+                // the template, and CREATE DATABASE … TEMPLATE refuses while anyone is
+                // connected. TimescaleDB stops it for each CREATE DATABASE, but its
+                // launcher restarts it, racing the next clone. A template that allows no
+                // connections gets no scheduler, so clones never meet one.
+                let mut admin = PgConnection::connect(&self.url("postgres")).await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "ALTER DATABASE {TEMPLATE} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                )))
+                .execute(&mut admin)
+                .await?;
+                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(TEMPLATE)
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await?;
                 Ok::<(), StoreError>(())
             })
             .await?;
         let name = format!("test_{}", self.next_db.fetch_add(1, Ordering::Relaxed));
         let mut admin = PgConnection::connect(&self.url("postgres")).await?;
-        // CREATE … TEMPLATE fails with 55006 while anything is connected to the template:
-        // a backend still exiting after the migration's close, or TimescaleDB's job
-        // scheduler visiting it. Both go away by themselves; wait for that.
-        let mut attempts = 0;
+        // The scheduler terminated above may take a moment to go away.
+        let mut attempt = 0;
         loop {
-            let r = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
+            match sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
                 .execute(&mut admin)
-                .await;
-            match r {
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempts < 100 => {
-                    attempts += 1;
+                .await
+            {
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 50 => {
+                    attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 r => {
@@ -277,9 +291,17 @@ pub struct TestDb {
 
 /// Whether TimescaleDB tests must run: `CLUTCH_TEST_TIMESCALEDB=1`. Tests check this,
 /// then either run (and fail loudly if the extension is missing) or print that they
-/// were skipped.
+/// were skipped. Without the variable the clusters still preload TimescaleDB when it is
+/// installed (so the whole suite runs in TimescaleDB mode there); see
+/// [`timescaledb_refused`] for the opposite.
 pub fn timescaledb_required() -> bool {
     std::env::var("CLUTCH_TEST_TIMESCALEDB").is_ok_and(|v| v == "1")
+}
+
+/// `CLUTCH_TEST_TIMESCALEDB=0`: the test clusters do not preload TimescaleDB even where
+/// it is installed, so the whole suite runs in native (partitioned) mode, as in CI.
+pub fn timescaledb_refused() -> bool {
+    std::env::var("CLUTCH_TEST_TIMESCALEDB").is_ok_and(|v| v == "0")
 }
 
 fn free_port() -> Result<u16> {

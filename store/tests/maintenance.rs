@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{pos, track, ts};
+use common::{DIRECT_SQL, Rollup, pos, track, ts};
 use store::maintenance::{self, MaintenanceReport};
 use store::testing::{TestDb, test_db};
 use store::{MaintenanceConfig, StorageMode, Writer, WriterConfig};
@@ -138,42 +138,6 @@ async fn far_future_fixes_wait_in_default_and_move_when_their_day_comes() {
             .unwrap();
     assert_eq!(last, Some(ts("1999-01-01T00:00:00Z")));
 }
-
-/// The rollup, computed independently: window functions and inline haversine, no helper
-/// functions from the migrations.
-const DIRECT_SQL: &str = "
-    WITH v AS (
-        SELECT device_id, fix_time, speed_kmh, fuel_used_l, valid, lat, lon,
-               lag(lat) OVER w AS plat, lag(lon) OVER w AS plon
-        FROM (SELECT * FROM positions WHERE valid) p
-        WINDOW w AS (PARTITION BY device_id, date_trunc('hour', fix_time AT TIME ZONE 'UTC') ORDER BY fix_time)
-    ), dist AS (
-        SELECT device_id, date_trunc('hour', fix_time AT TIME ZONE 'UTC') AS h,
-               sum(CASE WHEN plat IS NULL THEN 0 ELSE
-                   2 * 6371008.8 * asin(sqrt(sin(radians(lat - plat) / 2) ^ 2
-                     + cos(radians(plat)) * cos(radians(lat)) * sin(radians(lon - plon) / 2) ^ 2)) END) AS d
-        FROM v GROUP BY 1, 2
-    )
-    SELECT p.device_id, (date_trunc('hour', p.fix_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS bucket,
-           count(*) AS samples, coalesce(max(dist.d), 0) AS distance_m,
-           max(p.speed_kmh) AS max_speed_kmh, avg(p.speed_kmh) AS avg_speed_kmh,
-           max(p.fuel_used_l) - min(p.fuel_used_l) AS fuel_used_l,
-           min(p.fix_time) AS first_fix, max(p.fix_time) AS last_fix
-    FROM positions p
-    LEFT JOIN dist ON dist.device_id = p.device_id AND dist.h = date_trunc('hour', p.fix_time AT TIME ZONE 'UTC')
-    GROUP BY 1, 2 ORDER BY 1, 2";
-
-type Rollup = (
-    i64,
-    DateTime<Utc>,
-    i64,
-    f64,
-    Option<f32>,
-    Option<f64>,
-    Option<f64>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
 
 #[tokio::test]
 async fn hourly_rollup_matches_a_direct_computation() {

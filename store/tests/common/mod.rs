@@ -50,3 +50,39 @@ pub fn track(device_id: i64, start: DateTime<Utc>, n: usize, step: i64) -> Vec<P
         .map(|i| pos(device_id, start + TimeDelta::seconds(i as i64 * step)))
         .collect()
 }
+
+/// The rollup, computed independently: window functions and inline haversine, no helper
+/// functions from the migrations.
+pub const DIRECT_SQL: &str = "
+    WITH v AS (
+        SELECT device_id, fix_time, speed_kmh, fuel_used_l, valid, lat, lon,
+               lag(lat) OVER w AS plat, lag(lon) OVER w AS plon
+        FROM (SELECT * FROM positions WHERE valid) p
+        WINDOW w AS (PARTITION BY device_id, date_trunc('hour', fix_time AT TIME ZONE 'UTC') ORDER BY fix_time)
+    ), dist AS (
+        SELECT device_id, date_trunc('hour', fix_time AT TIME ZONE 'UTC') AS h,
+               sum(CASE WHEN plat IS NULL THEN 0 ELSE
+                   2 * 6371008.8 * asin(sqrt(sin(radians(lat - plat) / 2) ^ 2
+                     + cos(radians(plat)) * cos(radians(lat)) * sin(radians(lon - plon) / 2) ^ 2)) END) AS d
+        FROM v GROUP BY 1, 2
+    )
+    SELECT p.device_id, (date_trunc('hour', p.fix_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS bucket,
+           count(*) AS samples, coalesce(max(dist.d), 0) AS distance_m,
+           max(p.speed_kmh) AS max_speed_kmh, avg(p.speed_kmh) AS avg_speed_kmh,
+           max(p.fuel_used_l) - min(p.fuel_used_l) AS fuel_used_l,
+           min(p.fix_time) AS first_fix, max(p.fix_time) AS last_fix
+    FROM positions p
+    LEFT JOIN dist ON dist.device_id = p.device_id AND dist.h = date_trunc('hour', p.fix_time AT TIME ZONE 'UTC')
+    GROUP BY 1, 2 ORDER BY 1, 2";
+
+pub type Rollup = (
+    i64,
+    DateTime<Utc>,
+    i64,
+    f64,
+    Option<f32>,
+    Option<f64>,
+    Option<f64>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
