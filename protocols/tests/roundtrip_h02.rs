@@ -2,17 +2,12 @@
 //! (within wire precision), for text and binary reports, heartbeats, alarms, command
 //! responses, whole streams cut at arbitrary points, and mutated frames never panic.
 
-use chrono::{DateTime, TimeZone, Utc};
-use proptest::prelude::*;
-use protocols::{
-    Alarm, DecodeContext, Framing, IoValue, Message, MessageKind, Position, Protocol, Transport, decode_all,
-};
+mod common;
 
-fn ctx() -> DecodeContext {
-    DecodeContext {
-        now: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("date"),
-    }
-}
+use chrono::{DateTime, TimeZone, Utc};
+use common::{ctx, mutate};
+use proptest::prelude::*;
+use protocols::{Alarm, Framing, IoValue, Message, MessageKind, Position, Protocol, Transport, decode_all};
 
 fn time() -> impl Strategy<Value = DateTime<Utc>> {
     // 2000-01-01 .. 2099-12-31, whole seconds (the wire has no fractions).
@@ -102,21 +97,6 @@ fn decode_streamed(stream: &[u8], cuts: &[usize]) -> Vec<Message> {
     }
     assert!(buf.iter().all(|b| b.is_ascii_whitespace()), "left over {buf:?}");
     out
-}
-
-/// Replace or insert bytes, including multi-byte UTF-8 and the protocol's separators.
-fn mutate(mut bytes: Vec<u8>, ops: &[(usize, bool, Vec<u8>)], cut: usize) -> Vec<u8> {
-    for (at, insert, with) in ops {
-        let i = at % bytes.len().max(1);
-        if *insert {
-            bytes.splice(i..i, with.iter().copied());
-        } else {
-            let end = (i + with.len()).min(bytes.len());
-            bytes.splice(i..end, with.iter().copied());
-        }
-    }
-    bytes.truncate(1 + cut % bytes.len().max(1));
-    bytes
 }
 
 fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {

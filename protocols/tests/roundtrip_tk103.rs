@@ -3,15 +3,12 @@
 //! login, positions, heartbeat, alarms, command responses; streams cut anywhere; and
 //! mutated frames never panic.
 
-use chrono::{DateTime, TimeZone, Utc};
-use proptest::prelude::*;
-use protocols::{Alarm, DecodeContext, Framing, Message, MessageKind, Position, Protocol, Transport, decode_all};
+mod common;
 
-fn ctx() -> DecodeContext {
-    DecodeContext {
-        now: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("date"),
-    }
-}
+use chrono::{DateTime, TimeZone, Utc};
+use common::{ctx, mutate};
+use proptest::prelude::*;
+use protocols::{Alarm, Framing, Message, MessageKind, Position, Protocol, Transport, decode_all};
 
 fn time() -> impl Strategy<Value = DateTime<Utc>> {
     (946_684_800i64..4_102_444_799).prop_map(|s| Utc.timestamp_opt(s, 0).single().expect("in range"))
@@ -80,21 +77,6 @@ fn same_fix(a: &Position, b: &Position, classic: bool) -> Result<(), TestCaseErr
         prop_assert_eq!(a.attributes.odometer_m, b.attributes.odometer_m);
     }
     Ok(())
-}
-
-/// Replace or insert bytes, including multi-byte UTF-8 and the protocol's separators.
-fn mutate(mut bytes: Vec<u8>, ops: &[(usize, bool, Vec<u8>)], cut: usize) -> Vec<u8> {
-    for (at, insert, with) in ops {
-        let i = at % bytes.len().max(1);
-        if *insert {
-            bytes.splice(i..i, with.iter().copied());
-        } else {
-            let end = (i + with.len()).min(bytes.len());
-            bytes.splice(i..end, with.iter().copied());
-        }
-    }
-    bytes.truncate(1 + cut % bytes.len().max(1));
-    bytes
 }
 
 fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {

@@ -369,3 +369,18 @@ fn check_framing(r: &mut Report, protocol: Protocol, v: &Vector, expected: &[Val
         );
     }
 }
+
+/// Replace or insert bytes, including multi-byte UTF-8 and the protocol's separators.
+pub fn mutate(mut bytes: Vec<u8>, ops: &[(usize, bool, Vec<u8>)], cut: usize) -> Vec<u8> {
+    for (at, insert, with) in ops {
+        let i = at % bytes.len().max(1);
+        if *insert {
+            bytes.splice(i..i, with.iter().copied());
+        } else {
+            let end = (i + with.len()).min(bytes.len());
+            bytes.splice(i..end, with.iter().copied());
+        }
+    }
+    bytes.truncate(1 + cut % bytes.len().max(1));
+    bytes
+}
