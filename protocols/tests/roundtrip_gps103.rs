@@ -75,17 +75,7 @@ fn same_fix(a: &Position, b: &Position) -> Result<(), TestCaseError> {
 }
 
 fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {
-    let piece = prop_oneof![
-        proptest::collection::vec(any::<u8>(), 1..3),
-        Just("é".as_bytes().to_vec()),
-        Just("€".as_bytes().to_vec()),
-        Just(b",".to_vec()),
-        Just(b".".to_vec()),
-        Just(b"-".to_vec()),
-        Just(b";".to_vec()),
-        "[0-9]{1,4}".prop_map(String::into_bytes),
-    ];
-    proptest::collection::vec((any::<usize>(), any::<bool>(), piece), 1..6)
+    common::text_mutations(b";")
 }
 
 proptest! {
@@ -188,26 +178,7 @@ proptest! {
         let whole = decode(&stream);
         prop_assert_eq!(whole.len(), fixes.len() + 2);
         let mut codec = Protocol::Gps103.codec(Transport::Tcp).expect("codec");
-        let mut buf = Vec::new();
-        let mut fed = 0;
-        let mut streamed = Vec::new();
-        let mut chunks = cuts.into_iter().chain(std::iter::repeat(usize::MAX));
-        loop {
-            let eof = fed >= stream.len();
-            match codec.frame(&buf, eof) {
-                Framing::Frame { start, end } => {
-                    streamed.extend(codec.decode(&buf[start..end], &ctx()).expect("decodes"));
-                    buf.drain(..end);
-                }
-                Framing::Incomplete if !eof => {
-                    let n = chunks.next().unwrap_or(usize::MAX).clamp(1, stream.len() - fed);
-                    buf.extend_from_slice(&stream[fed..fed + n]);
-                    fed += n;
-                }
-                Framing::Incomplete => break,
-                other => panic!("{other:?}"),
-            }
-        }
+        let streamed = common::decode_in_chunks(codec.as_mut(), &stream, &cuts);
         prop_assert_eq!(whole, streamed);
     }
 

@@ -100,17 +100,7 @@ fn decode_streamed(stream: &[u8], cuts: &[usize]) -> Vec<Message> {
 }
 
 fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {
-    let piece = prop_oneof![
-        proptest::collection::vec(any::<u8>(), 1..3),
-        Just("é".as_bytes().to_vec()),
-        Just("€".as_bytes().to_vec()),
-        Just(b",".to_vec()),
-        Just(b".".to_vec()),
-        Just(b"-".to_vec()),
-        Just(b"#".to_vec()),
-        "[0-9]{1,4}".prop_map(String::into_bytes),
-    ];
-    proptest::collection::vec((any::<usize>(), any::<bool>(), piece), 1..6)
+    common::text_mutations(b"#")
 }
 
 proptest! {

@@ -384,3 +384,49 @@ pub fn mutate(mut bytes: Vec<u8>, ops: &[(usize, bool, Vec<u8>)], cut: usize) ->
     bytes.truncate(1 + cut % bytes.len().max(1));
     bytes
 }
+
+/// Feed `stream` to `codec` in chunks of the given sizes (then the rest at once), framing
+/// and decoding as a network reader would; panics on a framing error or decode error.
+/// Round-trip tests compare the result with decoding the whole stream in one go.
+pub fn decode_in_chunks(codec: &mut dyn protocols::Codec, stream: &[u8], cuts: &[usize]) -> Vec<Message> {
+    let mut buf = Vec::new();
+    let mut fed = 0;
+    let mut out = Vec::new();
+    let mut chunks = cuts.iter().copied().chain(std::iter::repeat(usize::MAX));
+    loop {
+        let eof = fed >= stream.len();
+        match codec.frame(&buf, eof) {
+            protocols::Framing::Frame { start, end } => {
+                out.extend(codec.decode(&buf[start..end], &ctx()).expect("decodes"));
+                buf.drain(..end);
+            }
+            protocols::Framing::Incomplete if !eof => {
+                let n = chunks.next().unwrap_or(usize::MAX).clamp(1, stream.len() - fed);
+                buf.extend_from_slice(&stream[fed..fed + n]);
+                fed += n;
+            }
+            protocols::Framing::Incomplete => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+/// Mutations for text protocols: random bytes, multi-byte UTF-8, field separators, digits
+/// and the protocol's own frame terminator.
+pub fn text_mutations(
+    terminator: &'static [u8],
+) -> impl proptest::strategy::Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..3),
+        Just("é".as_bytes().to_vec()),
+        Just("€".as_bytes().to_vec()),
+        Just(b",".to_vec()),
+        Just(b".".to_vec()),
+        Just(b"-".to_vec()),
+        Just(terminator.to_vec()),
+        "[0-9]{1,4}".prop_map(String::into_bytes),
+    ];
+    proptest::collection::vec((any::<usize>(), any::<bool>(), piece), 1..6)
+}
