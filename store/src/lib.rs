@@ -23,7 +23,9 @@
 //! - `testing` (feature `testing`): one throwaway cluster per test binary, a fresh
 //!   database per test.
 //! - `migrations/`: `0001_core.sql` (registry, trips, SQL helpers), `0002_telemetry.sql`
-//!   (positions, events, last position, rollups; mode-dependent).
+//!   (positions, events, last position, rollups; mode-dependent), `0003` downlink
+//!   command queue, `0004` a search_path fix for TimescaleDB, `0005_operators.sql`
+//!   (event spans, checkpoints, scores, service plans, unknown devices, tenant settings).
 //!
 //! # Start-up and shutdown order
 //!
