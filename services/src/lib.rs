@@ -14,13 +14,20 @@
 //!   commission, payouts, wallets.
 //! - [`gateway`]: the gateway trait, the deterministic sandbox, signed webhooks.
 //! - [`idempotency`]: idempotency keys for creating requests.
-//! - [`bookings`]: slot booking on partner bays, status workflow.
+//! - [`bookings`]: slot booking on partner bays, status workflow, hold caps.
+//! - [`partners`]: onboarding workflow, catalogue, inventory and reservations, ratings.
+//! - [`matching`]: nearest qualified open shops with a free slot (R-tree), ranked.
+//! - [`recommendations`]: maintenance events → recommended service with matched shops →
+//!   booking.
 
 pub mod bookings;
 pub mod error;
 pub mod gateway;
 pub mod idempotency;
 pub mod ledger;
+pub mod matching;
+pub mod partners;
 pub mod payments;
+pub mod recommendations;
 
 pub use error::{Result, ServiceError};

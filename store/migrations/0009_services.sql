@@ -320,3 +320,56 @@ CREATE TABLE payouts (
     ledger_tx   bigint NOT NULL REFERENCES ledger_transactions (id),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Parts inventory: stock on hand and how much of it bookings have reserved. A reservation
+-- raises `reserved` under the row lock; the CHECK keeps it within stock.
+CREATE TABLE partner_parts (
+    partner_id  bigint NOT NULL REFERENCES partners (id) ON DELETE CASCADE,
+    sku         text NOT NULL,
+    name        text NOT NULL,
+    price       bigint NOT NULL CHECK (price >= 0),
+    stock       integer NOT NULL DEFAULT 0 CHECK (stock >= 0),
+    reserved    integer NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    PRIMARY KEY (partner_id, sku),
+    CONSTRAINT partner_parts_reserved_le_stock CHECK (reserved <= stock)
+);
+
+CREATE TABLE part_reservations (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    partner_id  bigint NOT NULL,
+    sku         text NOT NULL,
+    booking_id  bigint REFERENCES bookings (id),
+    quantity    integer NOT NULL CHECK (quantity > 0),
+    status      text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'consumed', 'released')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (partner_id, sku) REFERENCES partner_parts (partner_id, sku)
+);
+
+-- One rating per completed booking (checked by the service), 1 to 5 stars.
+CREATE TABLE partner_ratings (
+    booking_id  bigint PRIMARY KEY REFERENCES bookings (id),
+    partner_id  bigint NOT NULL REFERENCES partners (id),
+    stars       smallint NOT NULL CHECK (stars BETWEEN 1 AND 5),
+    comment     text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX partner_ratings_partner_idx ON partner_ratings (partner_id);
+
+-- Service recommendations raised by maintenance events (DTC raised, service due), with
+-- the shops matched at the time; accepting one creates a booking. One per source event.
+CREATE TABLE recommendations (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id    bigint NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    vehicle_id   bigint REFERENCES vehicles (id) ON DELETE CASCADE,
+    device_id    bigint NOT NULL,
+    event_kind   text NOT NULL,
+    event_time   timestamptz NOT NULL,
+    service      text NOT NULL,
+    reason       text NOT NULL,
+    matches      jsonb NOT NULL DEFAULT '[]',
+    status       text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'accepted', 'dismissed')),
+    booking_id   bigint REFERENCES bookings (id),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT recommendations_source_key UNIQUE (device_id, event_kind, event_time)
+);
+CREATE INDEX recommendations_tenant_idx ON recommendations (tenant_id, status);
