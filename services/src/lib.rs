@@ -17,17 +17,23 @@
 //! - [`bookings`]: slot booking on partner bays, status workflow, hold caps.
 //! - [`partners`]: onboarding workflow, catalogue, inventory and reservations, ratings.
 //! - [`matching`]: nearest qualified open shops with a free slot (R-tree), ranked.
+//! - [`fx`]: stored rates, conversions as linked legs plus a spread leg.
+//! - [`invoices`]: monthly fleet invoices (unpaid bookings, subscription, usage).
+//! - [`privacy`]: export and erasure of a driver's data, tracking consent.
 //! - [`recommendations`]: maintenance events → recommended service with matched shops →
 //!   booking.
 
 pub mod bookings;
 pub mod error;
+pub mod fx;
 pub mod gateway;
 pub mod idempotency;
+pub mod invoices;
 pub mod ledger;
 pub mod matching;
 pub mod partners;
 pub mod payments;
+pub mod privacy;
 pub mod recommendations;
 
 pub use error::{Result, ServiceError};

@@ -373,3 +373,71 @@ CREATE TABLE recommendations (
     CONSTRAINT recommendations_source_key UNIQUE (device_id, event_kind, event_time)
 );
 CREATE INDEX recommendations_tenant_idx ON recommendations (tenant_id, status);
+
+-- Monthly invoices for fleets: unpaid bookings, per-vehicle subscription and usage from
+-- the streams. One per tenant, month and currency; issuing posts the receivable.
+CREATE TABLE invoices (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id     bigint NOT NULL REFERENCES tenants (id) ON DELETE RESTRICT,
+    period_start  date NOT NULL,
+    currency      text NOT NULL REFERENCES currencies (code),
+    subtotal      bigint NOT NULL CHECK (subtotal >= 0),
+    tax           bigint NOT NULL CHECK (tax >= 0),
+    total         bigint NOT NULL CHECK (total = subtotal + tax),
+    status        text NOT NULL DEFAULT 'issued' CHECK (status IN ('issued', 'paid', 'void')),
+    ledger_tx     bigint REFERENCES ledger_transactions (id),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT invoices_period_key UNIQUE (tenant_id, period_start, currency)
+);
+
+CREATE TABLE invoice_lines (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    invoice_id  bigint NOT NULL REFERENCES invoices (id),
+    kind        text NOT NULL CHECK (kind IN ('booking', 'subscription', 'usage')),
+    description text NOT NULL,
+    quantity    double precision NOT NULL,
+    unit_price  bigint NOT NULL,
+    amount      bigint NOT NULL,
+    booking_id  bigint REFERENCES bookings (id)
+);
+CREATE INDEX invoice_lines_invoice_idx ON invoice_lines (invoice_id);
+
+-- A booking billed on a fleet invoice instead of paid on the spot.
+ALTER TABLE bookings ADD COLUMN invoice_id bigint REFERENCES invoices (id);
+
+-- Drivers' consent to location tracking outside working hours. No row: tracked (the
+-- fleet's default). A row without consent hides positions outside `working_hours` (in
+-- the driver's time zone) from fleet managers; see clutch_position_visible.
+CREATE TABLE driver_consent (
+    driver_id            bigint PRIMARY KEY REFERENCES drivers (id) ON DELETE CASCADE,
+    track_outside_hours  boolean NOT NULL DEFAULT false,
+    time_zone            text NOT NULL DEFAULT 'UTC',
+    working_hours        jsonb NOT NULL DEFAULT '{}',
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+
+-- Whether a fix of a device may be shown to fleet managers: false when the device's
+-- driver has not consented to tracking outside working hours and the fix is outside
+-- them. Used in the WHERE clause of every position read for non-admin roles.
+CREATE FUNCTION clutch_position_visible(p_device bigint, p_time timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    c driver_consent%ROWTYPE;
+    local_ts timestamp;
+    day text;
+    r jsonb;
+BEGIN
+    SELECT dc.* INTO c FROM devices d JOIN driver_consent dc ON dc.driver_id = d.driver_id WHERE d.id = p_device;
+    IF NOT FOUND OR c.track_outside_hours THEN
+        RETURN true;
+    END IF;
+    local_ts := p_time AT TIME ZONE c.time_zone;
+    day := (ARRAY['sun','mon','tue','wed','thu','fri','sat'])[extract(dow FROM local_ts)::int + 1];
+    FOR r IN SELECT * FROM jsonb_array_elements(coalesce(c.working_hours -> day, '[]'::jsonb)) LOOP
+        IF local_ts::time >= (r ->> 0)::time AND local_ts::time < (r ->> 1)::time THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
