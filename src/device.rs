@@ -1,4 +1,5 @@
-//! `clutch device add`: register a device from the command line.
+//! `clutch device add`: register a device from the command line; `clutch device unknown`:
+//! the identifiers that tried to report without being registered.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,17 @@ enum DeviceCommand {
         #[arg(long, default_value = "default")]
         tenant: String,
     },
+    /// List devices that tried to report but are not registered
+    /// (`ingest.unknown_devices = refuse`), most recently seen first.
+    Unknown {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: DeviceArgs) -> ExitCode {
@@ -43,13 +55,55 @@ pub fn run(args: DeviceArgs) -> ExitCode {
 }
 
 fn run_inner(args: DeviceArgs) -> anyhow::Result<()> {
-    let DeviceCommand::Add {
-        data_dir,
-        config,
-        identifier,
-        protocol,
-        tenant,
-    } = args.command;
+    match args.command {
+        DeviceCommand::Add {
+            data_dir,
+            config,
+            identifier,
+            protocol,
+            tenant,
+        } => with_pool(config, data_dir, |pool| async move {
+            let id = ingest::registry::add_device(&pool, &tenant, &identifier, protocol).await?;
+            println!("{id}");
+            Ok(())
+        }),
+        DeviceCommand::Unknown { data_dir, config, json } => with_pool(config, data_dir, |pool| async move {
+            let list = ingest::registry::list_unknown(&pool).await?;
+            if json {
+                for u in &list {
+                    println!("{}", serde_json::to_string(u)?);
+                }
+            } else if list.is_empty() {
+                println!("no unknown devices");
+            } else {
+                println!(
+                    "{:<10} {:<20} {:>8}  {:<20} {:<20} remote address",
+                    "protocol", "identifier", "attempts", "first seen (UTC)", "last seen (UTC)"
+                );
+                for u in &list {
+                    println!(
+                        "{:<10} {:<20} {:>8}  {:<20} {:<20} {}",
+                        u.protocol,
+                        u.identifier,
+                        u.attempts,
+                        u.first_seen.format("%Y-%m-%d %H:%M:%S"),
+                        u.last_seen.format("%Y-%m-%d %H:%M:%S"),
+                        u.remote_addr.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Runs `f` with a pool on the configured database (starting the managed PostgreSQL for
+/// the command's duration when `serve` is not running it).
+fn with_pool<F, Fut>(config: Option<PathBuf>, data_dir: Option<PathBuf>, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(store::sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let config = Config::load(config.as_deref(), data_dir.as_deref())?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,9 +113,8 @@ fn run_inner(args: DeviceArgs) -> anyhow::Result<()> {
             let (url, _cluster) = database(&config).await?;
             let pool = store::connect(&url, 2).await?;
             store::Store::open(pool.clone()).await?;
-            let id = ingest::registry::add_device(&pool, &tenant, &identifier, protocol).await?;
-            println!("{id}");
+            let r = f(pool.clone()).await;
             pool.close().await;
-            Ok(())
+            r
         })
 }

@@ -89,47 +89,78 @@ pub async fn enqueue(pool: &PgPool, device_id: i64, command: &Command) -> Result
     )
 }
 
-/// Encodes the device's queued commands with its session codec. Each one is marked
-/// `sent` (or `failed` with the reason) and its bytes returned in queue order for the
-/// caller to write after the acks already owed.
+/// Encodes the device's queued commands (at most `max`, oldest first) with its session
+/// codec. Each one is marked `sent` (or `failed` with the reason) and its bytes returned
+/// in queue order for the caller to deliver. A command is handed out once even when two
+/// requests of the same device race (HTTP devices): only the one whose `queued → sent`
+/// update wins delivers it.
 pub(crate) async fn take_queued(
     pool: &PgPool,
     device_id: i64,
     identifier: &str,
     codec: &mut dyn Codec,
+    max: usize,
 ) -> Result<Vec<Vec<u8>>> {
-    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
-        "SELECT id, command FROM device_commands WHERE device_id = $1 AND status = 'queued' ORDER BY id",
-    )
-    .bind(device_id)
-    .fetch_all(pool)
-    .await?;
     let ctx = DecodeContext::now();
     let mut out = Vec::new();
+    // Each pass takes rows out of `queued` (sent, failed, or taken by a racing request),
+    // so this ends; it repeats only when undeliverable commands left room under `max`.
+    while out.len() < max {
+        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT id, command FROM device_commands WHERE device_id = $1 AND status = 'queued' ORDER BY id LIMIT $2",
+        )
+        .bind(device_id)
+        .bind(i64::try_from(max - out.len()).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        take_rows(pool, rows, identifier, codec, &ctx, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn take_rows(
+    pool: &PgPool,
+    rows: Vec<(i64, serde_json::Value)>,
+    identifier: &str,
+    codec: &mut dyn Codec,
+    ctx: &DecodeContext,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
     for (id, json) in rows {
         let encoded = serde_json::from_value::<Command>(json)
             .map_err(|e| format!("not a command: {e}"))
-            .and_then(|c| codec.encode_command(identifier, &c, &ctx).map_err(|e| e.to_string()));
+            .and_then(|c| codec.encode_command(identifier, &c, ctx).map_err(|e| e.to_string()));
         match encoded {
             Ok(bytes) => {
-                sqlx::query("UPDATE device_commands SET status = 'sent', sent_at = now() WHERE id = $1")
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-                tracing::info!(command = id, "command sent");
-                out.push(bytes);
+                let won = sqlx::query(
+                    "UPDATE device_commands SET status = 'sent', sent_at = now() WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                if won {
+                    tracing::info!(command = id, "command sent");
+                    out.push(bytes);
+                }
             }
             Err(error) => {
                 tracing::warn!(command = id, %error, "command cannot be encoded for this device");
-                sqlx::query("UPDATE device_commands SET status = 'failed', error = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(error)
-                    .execute(pool)
-                    .await?;
+                sqlx::query(
+                    "UPDATE device_commands SET status = 'failed', error = $2 WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(id)
+                .bind(error)
+                .execute(pool)
+                .await?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Records a device's command response against its oldest command awaiting one.

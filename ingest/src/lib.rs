@@ -16,7 +16,9 @@
 //! - `session`: one TCP connection, reader and in-order ack writer.
 //! - `udp`: one datagram, one ack.
 //! - `device_http`: OsmAnd over HTTP, `200` as the ack after durability.
-//! - [`registry`]: the device cache over `devices`, unknown devices seen, `add_device`.
+//! - [`registry`]: the device cache over `devices`, unknown devices seen (in memory and
+//!   in `unknown_devices`), `add_device`.
+//! - `identity`: which identifier a message names its device by (Freematics feed ids).
 //! - [`commands`]: the downlink queue (`device_commands`), its poller and delivery.
 //! - [`pipeline`]: `DeviceBatch` (what goes on the bus) and `StoreSink` (durability =
 //!   the store writer's COMMIT).
@@ -30,6 +32,7 @@ mod device_http;
 mod error;
 pub mod framing;
 pub mod http;
+mod identity;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;
@@ -131,6 +134,10 @@ impl Ingest {
             shared.config.command_poll(),
             shared.cancel.clone(),
         ));
+        shared.tracker.spawn(registry::flush_unknown_loop(
+            shared.registry.clone(),
+            shared.cancel.clone(),
+        ));
         Ingest { shared }
     }
 
@@ -216,7 +223,7 @@ impl Ingest {
         let app = device_http::router(self.shared.clone(), protocol);
         let cancel = self.shared.cancel.clone();
         self.shared.tracker.spawn(async move {
-            if let Err(error) = axum::serve(listener, app)
+            if let Err(error) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(cancel.cancelled_owned())
                 .await
             {

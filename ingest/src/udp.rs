@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::identity::FeedIds;
 use crate::metrics as m;
 use crate::session::{publish, resolve};
 
@@ -21,6 +22,7 @@ pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
 pub(crate) async fn serve(shared: Arc<Shared>, protocol: Protocol, socket: UdpSocket) {
     let socket = Arc::new(socket);
+    let feed_ids = Arc::new(FeedIds::default());
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, peer) = tokio::select! {
@@ -40,9 +42,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, protocol: Protocol, socket: UdpSo
         };
         let data = buf[..n].to_vec();
         let span = tracing::info_span!("datagram", %protocol, %peer, device = tracing::field::Empty);
-        shared
-            .tracker
-            .spawn(datagram(shared.clone(), protocol, socket.clone(), data, peer, permit).instrument(span));
+        shared.tracker.spawn(
+            datagram(
+                shared.clone(),
+                protocol,
+                socket.clone(),
+                feed_ids.clone(),
+                data,
+                peer,
+                permit,
+            )
+            .instrument(span),
+        );
     }
 }
 
@@ -50,6 +61,7 @@ async fn datagram(
     shared: Arc<Shared>,
     protocol: Protocol,
     socket: Arc<UdpSocket>,
+    feed_ids: Arc<FeedIds>,
     data: Vec<u8>,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
@@ -64,16 +76,18 @@ async fn datagram(
     let Some(messages) = decode_whole(codec.as_mut(), &data, shared.config.max_frame_bytes, now) else {
         return;
     };
-    let Some(login) = messages.iter().find(|m| m.imei.is_some()) else {
+    let Some(identifier) = feed_ids.identify(protocol, &messages, peer) else {
         if !messages.is_empty() {
-            tracing::warn!("datagram without device identity dropped");
+            tracing::warn!(excerpt = %hex_excerpt(&data), "datagram without device identity dropped");
         }
         return;
     };
-    let device_id = match resolve(&shared, protocol, login).await {
+    let device_id = match resolve(&shared, protocol, &identifier, Some(peer)).await {
         Ok(id) => id,
         Err(_) => {
-            if let Some(bytes) = codec.refusal(login) {
+            if let Some(login) = messages.iter().find(|m| m.imei.is_some())
+                && let Some(bytes) = codec.refusal(login)
+            {
                 let _ = socket.send_to(&bytes, peer).await;
             }
             return;

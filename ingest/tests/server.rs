@@ -441,3 +441,204 @@ fn reference_ack(protocol: Protocol, bytes: &[u8]) -> (Vec<u8>, usize) {
     let mut c = protocol.codec(Transport::Tcp).expect("codec");
     reference(c.as_mut(), bytes)
 }
+
+/// A flood of refused logins lands in `unknown_devices` as one row with every attempt
+/// counted, written in a handful of statements (not one per attempt); registering the
+/// device takes it off the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_devices_are_recorded_for_admins() -> Result<()> {
+    let srv = server(IngestConfig::default()).await;
+    let protocol = Protocol::Gt06;
+    let l = srv.ingest.listen_tcp(protocol, local()).await?;
+    let imei = "359999000000077";
+    let attempts = 30;
+    let started = std::time::Instant::now();
+    for _ in 0..attempts {
+        let mut dev = protocol.device_encoder(Transport::Tcp)?;
+        let mut s = TcpStream::connect(l.addr).await?;
+        s.write_all(&dev.encode(&Message::new(MessageKind::Login).with_imei(imei))?)
+            .await?;
+        let mut buf = Vec::new();
+        // Refused: the server closes after the login frame.
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    }
+    let flood = started.elapsed();
+    // Shutting down writes what is still counted only in memory.
+    assert!(srv.ingest.shutdown().await, "drained");
+    let writes = srv.ingest.registry().unknown_writes();
+    // One on first sight, at most one a second after that, one at shutdown.
+    assert!(
+        writes >= 1 && writes <= 2 + flood.as_secs() && writes < attempts,
+        "{writes} writes for {attempts} attempts in {flood:?}"
+    );
+    let list = ingest::registry::list_unknown(&srv.db.pool).await?;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].protocol.as_str(), list[0].identifier.as_str(), list[0].attempts),
+        ("gt06", imei, attempts)
+    );
+    let addr = list[0].remote_addr.as_deref().unwrap_or_default();
+    assert!(addr.starts_with("127.0.0.1:"), "remote address {addr:?}");
+    assert!(list[0].last_seen >= list[0].first_seen);
+
+    add_device(&srv.db.pool, "acme", imei, protocol).await?;
+    assert!(
+        ingest::registry::list_unknown(&srv.db.pool).await?.is_empty(),
+        "registered devices leave the list"
+    );
+    // A late flush of the same identifier does not bring the row back.
+    srv.ingest
+        .registry()
+        .resolve_from(protocol, "359999000000088", None)
+        .await?;
+    srv.ingest.registry().flush_unknown().await?;
+    let ids: Vec<String> = ingest::registry::list_unknown(&srv.db.pool)
+        .await?
+        .into_iter()
+        .map(|u| u.identifier)
+        .collect();
+    assert_eq!(ids, vec!["359999000000088".to_string()]);
+    Ok(())
+}
+
+async fn http_get(addr: SocketAddr, target: &str) -> Result<(String, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!("GET {target} HTTP/1.1\r\nHost: clutch\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await??;
+    let (head, body) = resp.split_once("\r\n\r\n").context("no header end")?;
+    Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
+}
+
+/// OsmAnd has no connection to push to: a queued command rides in the body of the
+/// `200` that answers the device's next report, and is marked sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmand_gets_queued_command_in_the_response_body() -> Result<()> {
+    let srv = server(IngestConfig::default()).await;
+    let protocol = Protocol::Osmand;
+    let id = "osmand-phone-1";
+    let device_id = add_device(&srv.db.pool, "acme", id, protocol).await?;
+    let l = srv.ingest.listen_http(protocol, local()).await?;
+    let unsupported = ingest::commands::enqueue(&srv.db.pool, device_id, &protocols::Command::EngineStop).await?;
+    let custom = ingest::commands::enqueue(
+        &srv.db.pool,
+        device_id,
+        &protocols::Command::Custom {
+            text: "setparam 1000:5".into(),
+        },
+    )
+    .await?;
+    let second = ingest::commands::enqueue(
+        &srv.db.pool,
+        device_id,
+        &protocols::Command::Custom { text: "reboot".into() },
+    )
+    .await?;
+    let report = |t: i64| format!("/?id={id}&timestamp={t}&lat=54.1&lon=25.2&speed=10");
+    let (status, body) = http_get(l.addr, &report(1_767_225_600)).await?;
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body, "setparam 1000:5", "oldest deliverable command in the body");
+    let (status, body) = http_get(l.addr, &report(1_767_225_660)).await?;
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body, "reboot", "one command per response, in order");
+    let (_, body) = http_get(l.addr, &report(1_767_225_720)).await?;
+    assert_eq!(body, "", "nothing queued, empty body");
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, status FROM device_commands WHERE device_id = $1 ORDER BY id")
+            .bind(device_id)
+            .fetch_all(&srv.db.pool)
+            .await?;
+    assert_eq!(
+        rows,
+        vec![
+            (unsupported, "failed".to_string()),
+            (custom, "sent".to_string()),
+            (second, "sent".to_string())
+        ]
+    );
+    assert_eq!(count(&srv.db, device_id).await, 3, "the reports are stored");
+    Ok(())
+}
+
+/// `<id>#<payload>*<sum>` with the Freematics checksum.
+fn freematics(id: &str, payload: &str) -> String {
+    let body = format!("{id}#{payload}");
+    let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("{body}*{sum:02X}")
+}
+
+/// Old Freematics firmware logs in as `0#…,ID=<real id>` and then sends data under the
+/// feed id the server's reply gave it (`1#`). The device must be the real id, the data
+/// must land on it, and a bare feed id must never become a device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freematics_old_firmware_is_keyed_by_its_real_id() -> Result<()> {
+    let srv = server(IngestConfig {
+        unknown_devices: UnknownDevices::Register,
+        ..IngestConfig::default()
+    })
+    .await;
+    let protocol = Protocol::Freematics;
+    let l = srv.ingest.listen_udp(protocol, local()).await?;
+    let real = "ESP32305C06C40A24";
+    let dev = UdpSocket::bind(local()).await?;
+    dev.connect(l.addr).await?;
+    let mut buf = vec![0u8; 2048];
+
+    let login = freematics("0", &format!("EV=1,TS=4711,ID={real}"));
+    dev.send(login.as_bytes()).await?;
+    let n = tokio::time::timeout(Duration::from_secs(10), dev.recv(&mut buf)).await??;
+    assert_eq!(
+        std::str::from_utf8(&buf[..n])?,
+        freematics("1", "EV=1,RX=1,TS=4711"),
+        "login ack"
+    );
+
+    for (i, t) in ["12000000", "12000500"].iter().enumerate() {
+        let data = freematics(
+            "1",
+            &format!("0:{},11:010326,10:{t},A:54.{i}1,B:25.{i}2,C:120,D:40", 5000 + i),
+        );
+        dev.send(data.as_bytes()).await?;
+    }
+    let ids: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, identifier FROM devices WHERE protocol = 'freematics' ORDER BY id")
+            .fetch_all(&srv.db.pool)
+            .await?;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0].1, real);
+    assert_eq!(
+        wait_count(&srv.db, ids[0].0, 2).await,
+        2,
+        "data under the feed id lands on the real device"
+    );
+
+    // The same feed id from an address that never logged in names no device.
+    let stranger = UdpSocket::bind(local()).await?;
+    stranger.connect(l.addr).await?;
+    stranger
+        .send(freematics("1", "0:9000,11:010326,10:13000000,A:54.5,B:25.5").as_bytes())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE protocol = 'freematics'")
+        .fetch_one(&srv.db.pool)
+        .await?;
+    assert_eq!(n, 1, "no device called `1`");
+    assert_eq!(count(&srv.db, ids[0].0).await, 2);
+
+    // Current firmware (`<devid>#` everywhere) is keyed by its prefix as before.
+    let modern = UdpSocket::bind(local()).await?;
+    modern.connect(l.addr).await?;
+    modern
+        .send(freematics("A1B2C3D4", "EV=1,TS=1,ID=A1B2C3D4").as_bytes())
+        .await?;
+    tokio::time::timeout(Duration::from_secs(10), modern.recv(&mut buf)).await??;
+    modern
+        .send(freematics("A1B2C3D4", "0:1,11:010326,10:14000000,A:54.6,B:25.6").as_bytes())
+        .await?;
+    let modern_id: i64 = sqlx::query_scalar("SELECT id FROM devices WHERE identifier = 'A1B2C3D4'")
+        .fetch_one(&srv.db.pool)
+        .await?;
+    assert_eq!(wait_count(&srv.db, modern_id, 1).await, 1);
+    Ok(())
+}

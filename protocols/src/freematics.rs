@@ -17,7 +17,7 @@
 //! firmware, which sends `<devid>#` in every datagram. Old firmware put a hub "feed id"
 //! there (`0` before login, then whatever the server's reply assigned — `1` from us and
 //! Traccar); for those the real identity is only in the login's `ID=` / `VIN=`, kept in
-//! `attributes.io` (`ID`) and `attributes.vin`.
+//! `attributes.io` (`ID`, always as text) and `attributes.vin`.
 //!
 //! **Events** (`EV=` anywhere in the payload; `KEY=VALUE` pairs). The firmware's event
 //! numbers (PROTOCOLS.md, outside Traccar): 1 login, 2 logout, 3 sync, 4 reconnect,
@@ -278,7 +278,13 @@ fn decode_event(id: &str, payload: &str) -> Message {
             "SK" => server_key = true,
             _ => {}
         }
-        attrs.io.push_name(k, io_value(v));
+        // `ID` is an identifier: kept as the text it is (`0123` must not become 123).
+        let value = if k == "ID" {
+            IoValue::Text(v.to_owned())
+        } else {
+            io_value(v)
+        };
+        attrs.io.push_name(k, value);
     }
     let code = ev.and_then(|e| e.parse::<u32>().ok());
     attrs.event = code;

@@ -4,7 +4,7 @@
 //! submit(batch): encode PGCOPY tuples in the caller's task
 //!      │ ──bounded mpsc──▶ worker(s): collect a group (max_rows or max_delay)
 //!      ▼                                     ▼ concatenate the tuples
-//!   Receipt ◀── Ok only after COMMIT ── BEGIN; COPY; last positions; dirty hours; COMMIT
+//!   Receipt ◀── Ok only after COMMIT ── BEGIN; COPY; last positions + dirty hours; COMMIT
 //! ```
 //!
 //! * **Back-pressure.** The channel holds `channel_capacity` batches. When PostgreSQL is
@@ -13,8 +13,8 @@
 //! * **Group commit.** Many small batches (one device frame each) share one transaction
 //!   and one fsync.
 //! * **Idempotency.** The fast path COPYs straight into `positions`. A resend makes it
-//!   fail on the unique `(device_id, fix_time)` key; the group is then rolled back to a
-//!   savepoint and written through a per-connection temp staging table with
+//!   fail on the unique `(device_id, fix_time)` key; the transaction is then rolled back
+//!   and the group written again through a per-connection temp staging table with
 //!   `INSERT … ON CONFLICT DO NOTHING`, so a duplicate costs the slow path once and never
 //!   loses the rest of the group. Staging every group costs more than the 20% the issue
 //!   allows over raw COPY (measured in README), which is why it is the fallback.
@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::AssertSqlSafe;
+use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -294,13 +295,14 @@ struct Worker {
 impl Worker {
     async fn run(self) {
         let mut shutdown = self.shared.shutdown.subscribe();
+        let mut conn = None;
         loop {
             let group = self.collect(&mut shutdown).await;
             if group.is_empty() {
                 tracing::debug!(worker = self.id, "writer worker done");
                 return;
             }
-            self.write_with_retry(group).await;
+            self.write_with_retry(group, &mut conn).await;
         }
     }
 
@@ -328,8 +330,9 @@ impl Worker {
                 Ok(job) => Some(job),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if *shutdown.borrow() {
-                        // Draining: do not wait for more.
+                    if *shutdown.borrow() || self.config.max_delay.is_zero() {
+                        // Draining, or committing as soon as the queue is empty: do not
+                        // wait for more.
                         None
                     } else {
                         tokio::select! {
@@ -347,20 +350,32 @@ impl Worker {
         group
     }
 
-    async fn write_with_retry(&self, group: Vec<Job>) {
+    async fn write_with_retry(&self, group: Vec<Job>, conn: &mut Option<PoolConnection<Postgres>>) {
         let encoded = Encoded::new(&group);
         let started = Instant::now();
         let mut delay = self.config.retry_initial_delay;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let attempt = tokio::time::timeout(self.config.attempt_timeout, write_group(&self.pool, &group, &encoded))
-                .await
-                .unwrap_or_else(|_| {
-                    // The transaction is abandoned with its connection; if its COMMIT did reach
-                    // the server the retry finds the rows and counts them as duplicates.
-                    Err(StoreError::Database(sqlx::Error::PoolTimedOut))
-                });
+            let attempt = tokio::time::timeout(self.config.attempt_timeout, async {
+                // The worker keeps its connection between groups: acquiring from the pool
+                // costs a health-check round trip each time (measured in README).
+                let c = match conn {
+                    Some(c) => c,
+                    None => conn.insert(self.pool.acquire().await?),
+                };
+                write_group(c, &group, &encoded).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                // The transaction is abandoned with its connection; if its COMMIT did reach
+                // the server the retry finds the rows and counts them as duplicates.
+                Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+            });
+            if attempt.is_err() {
+                // Its state is unknown (mid-transaction, broken): start over with another.
+                *conn = None;
+            }
             match attempt {
                 Ok(outcome) => {
                     self.resolve(group, outcome);
@@ -390,7 +405,7 @@ impl Worker {
                     tracing::warn!(worker = self.id, error = %e, batches = group.len(),
                         "group rejected; writing its batches one by one");
                     for job in group {
-                        Box::pin(self.write_with_retry(vec![job])).await;
+                        Box::pin(self.write_with_retry(vec![job], conn)).await;
                     }
                     return;
                 }
@@ -500,28 +515,31 @@ struct Outcome {
     slow_path: bool,
 }
 
-async fn write_group(pool: &PgPool, group: &[Job], enc: &Encoded) -> Result<Outcome, StoreError> {
-    let mut tx = pool.begin().await?;
+async fn write_group(conn: &mut PgConnection, group: &[Job], enc: &Encoded) -> Result<Outcome, StoreError> {
+    // Round trips are the cost of a group on a busy machine (README), so the fast path is
+    // BEGIN, COPY, one statement for last positions + dirty hours, COMMIT. A resend makes
+    // the COPY fail on the unique key: the whole transaction is then rolled back and the
+    // group written again through the deduplicating path (rare, so no savepoint per group).
     let mut duplicates = vec![0usize; group.len()];
     let mut slow_path = false;
+    let mut tx = conn.begin().await?;
     if enc.positions > 0 {
-        let mut fast = tx.begin().await?;
         match copy_in(
-            &mut fast,
+            &mut tx,
             &format!("COPY positions ({POSITION_COLUMNS}) FROM STDIN (FORMAT binary)"),
             &enc.copy,
         )
         .await
         {
-            Ok(_) => fast.commit().await?,
+            Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
-                fast.rollback().await?;
+                tx.rollback().await?;
+                tx = conn.begin().await?;
                 slow_path = true;
                 write_positions_deduplicated(&mut tx, group, enc, &mut duplicates).await?;
             }
             Err(e) => return Err(e.into()),
         }
-        update_last_positions(&mut tx, enc).await?;
     }
     for (i, job) in group.iter().enumerate() {
         if !job.events.is_empty() {
@@ -529,17 +547,10 @@ async fn write_group(pool: &PgPool, group: &[Job], enc: &Encoded) -> Result<Outc
             duplicates[i] += job.events.len() - inserted as usize;
         }
     }
-    if !enc.dirty_hours.is_empty() {
-        // Last statement before COMMIT: the row lock it takes on the hour (see
-        // maintenance::refresh_rollups for why it must be a lock) is held only briefly.
-        sqlx::query(
-            "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[]) \
-             ON CONFLICT (bucket) DO UPDATE SET marked_at = now()",
-        )
-        .bind(&enc.dirty_hours)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // Last statement before COMMIT: the row locks it takes (last positions, and the
+    // dirty hour, see maintenance::refresh_rollups for why that must be a lock) are held
+    // only for the COMMIT.
+    update_last_positions_and_mark_dirty(&mut tx, enc).await?;
     tx.commit().await?;
     Ok(Outcome {
         duplicates,
@@ -614,8 +625,14 @@ fn last_position_sql() -> &'static str {
         let cols: Vec<&str> = POSITION_COLUMNS.split(',').map(str::trim).collect();
         let select: Vec<String> = cols.iter().map(|c| format!("p.{c}")).collect();
         let set: Vec<String> = cols[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        // One statement, one round trip: the CTE marks the dirty hours ($5; empty is a
+        // no-op), the main INSERT moves each device's last position forward ($1..$4;
+        // an empty device list is a no-op). PostgreSQL runs a data-modifying CTE even
+        // though nothing reads it.
         format!(
-            "INSERT INTO device_last_position ({cols}) \
+            "WITH dirty AS (INSERT INTO rollup_dirty (bucket) SELECT unnest($5::timestamptz[]) \
+             ON CONFLICT (bucket) DO UPDATE SET marked_at = now()) \
+             INSERT INTO device_last_position ({cols}) \
              SELECT {select} FROM unnest($1::int8[], $2::timestamptz[]) AS l(device_id, fix_time) \
              JOIN positions p ON p.device_id = l.device_id AND p.fix_time = l.fix_time \
              WHERE p.fix_time >= $3 AND p.fix_time <= $4 \
@@ -629,15 +646,23 @@ fn last_position_sql() -> &'static str {
     })
 }
 
-async fn update_last_positions(tx: &mut Transaction<'_, Postgres>, enc: &Encoded) -> Result<(), StoreError> {
-    let (Some(lo), Some(hi)) = (enc.lo, enc.hi) else {
+async fn update_last_positions_and_mark_dirty(
+    tx: &mut Transaction<'_, Postgres>,
+    enc: &Encoded,
+) -> Result<(), StoreError> {
+    if enc.dirty_hours.is_empty() && enc.last_devices.is_empty() {
         return Ok(());
-    };
+    }
+    // Without a plausible fix there is no range; the empty device list makes the main
+    // INSERT a no-op whatever the bounds.
+    let lo = enc.lo.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let hi = enc.hi.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     sqlx::query(last_position_sql())
         .bind(&enc.last_devices)
         .bind(&enc.last_times)
         .bind(lo)
         .bind(hi)
+        .bind(&enc.dirty_hours)
         .execute(&mut **tx)
         .await?;
     Ok(())
