@@ -98,6 +98,9 @@ pub struct Overrides {
     pub lateral_ms2: Option<f64>,
     /// Cruise speed overriding the road's, km/h (speeding).
     pub cruise_kmh: Option<f64>,
+    /// The most the driver will drive, km/h (a speed zone obeyed). Below `cruise_kmh`'s
+    /// wish it does not apply: a speeding driver ignores the sign.
+    pub cap_kmh: Option<f64>,
     /// Stop and stay stopped with the engine running (idling).
     pub idle: bool,
     /// Stop and switch the ignition off (parked for a refuel or a theft).
@@ -335,6 +338,7 @@ impl Vehicle {
             // bounds how fast the heading turns).
             return cruise;
         }
+        let cruise = self.overrides.cap_kmh.map_or(cruise, |c| cruise.min(c / 3.6));
         let leg_len = distance_m(from, wp.at);
         let remaining = (leg_len - self.along).max(0.0);
         let corner = if wp.stop_s > 0.0 {

@@ -144,7 +144,7 @@ fn bad_cli_input_gets_clear_messages() {
 fn mixes_and_targets() {
     let m = parse_mix("gt06=70, meitrack=30").unwrap();
     assert_eq!(m.len(), 2);
-    assert_eq!(m[0].2, 70);
+    assert_eq!(m[0].weight, 70);
     let c = run_args(&[
         "--protocol",
         "gt06,meitrack",

@@ -17,11 +17,8 @@ fn landed(p: Protocol, t: Transport) -> bool {
 fn quick(devices: usize, p: Protocol, t: Transport, addr: std::net::SocketAddr) -> FleetConfig {
     let mut cfg = FleetConfig::new(devices, p, addr);
     cfg.mix = vec![MixEntry {
-        protocol: p,
         transport: t,
-        weight: 1,
-        target: addr,
-        mqtt: None,
+        ..MixEntry::new(p, addr)
     }];
     cfg.interval = Duration::from_millis(40);
     cfg.time_scale = 25.0;
