@@ -360,6 +360,13 @@ impl Scenario {
         if let Err(e) = s.noise.validate() {
             errors.push(e);
         }
+        if let Some([a, b]) = s.vehicle.night_park_hours
+            && !((0.0..=24.0).contains(&a) && (0.0..=24.0).contains(&b) && a != b)
+        {
+            errors.push(format!(
+                "vehicle.night_park_hours [{a}, {b}]: two different hours in 0..=24"
+            ));
+        }
         if let Some(b) = s.route.as_ref().and_then(|r| r.bbox)
             && let Err(e) = b.validate()
         {

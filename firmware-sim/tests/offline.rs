@@ -188,3 +188,36 @@ fn ground_truth_covers_the_scorers_kinds() {
         assert!(g.magnitude.is_finite(), "{g:?}");
     }
 }
+
+#[test]
+fn vehicles_park_overnight() {
+    use chrono::Timelike;
+    let scenario = Scenario::from_toml("[vehicle]\nignition_cycles = true\nnight_park_hours = [20, 6]").unwrap();
+    let mut cfg = OfflineConfig::from_scenario(&scenario, None, 4)
+        .unwrap()
+        .vehicle_days(2, 2);
+    cfg.interval = Duration::from_secs(60);
+    cfg.start = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+    let mut sim = simulate(cfg);
+    let (mut night, mut day_moving) = (0, 0);
+    for s in sim.by_ref() {
+        let h = s.position.time.hour() as f64 + s.position.time.minute() as f64 / 60.0;
+        if !(6.0..20.1).contains(&h) {
+            night += 1;
+            assert_eq!(s.position.attributes.ignition, Some(false), "{}", s.position.time);
+            assert_eq!(s.position.speed_kmh, Some(0.0), "{}", s.position.time);
+        } else if s.position.speed_kmh.unwrap() > 0.0 {
+            day_moving += 1;
+        }
+    }
+    assert!(night > 2 * 2 * 9 * 60, "{night}");
+    assert!(day_moving > 2 * 2 * 4 * 60, "{day_moving}");
+    let truth = sim.into_truth();
+    // The first trip of each day starts at 06:00 sharp.
+    let morning_starts = truth
+        .iter()
+        .filter(|g| g.kind == "trip_start" && g.start.hour() == 6 && g.start.minute() == 0)
+        .count();
+    assert_eq!(morning_starts, 4, "{truth:?}");
+    assert!(Scenario::from_toml("[vehicle]\nnight_park_hours = [20, 25]").is_err());
+}
