@@ -26,6 +26,9 @@ pub enum Expect {
     DigitsMayDiffer(Vec<u8>),
     /// `n` HTTP responses, all 2xx.
     Http(usize),
+    /// An MQTT durable ack for a telemetry publish: `{"seq": n, "records": …}` on
+    /// `clutch/<id>/ack`.
+    JsonSeq(u64),
 }
 
 /// How the received bytes compare with what is expected.
@@ -37,6 +40,9 @@ pub enum Match {
     Partial,
     /// The server answered with the ack's shape but said no (consume this many bytes).
     Refused(usize),
+    /// An answer to an earlier frame the device gave up on (consume this many bytes,
+    /// quietly).
+    Stale(usize),
     /// Something else arrived.
     Other,
 }
@@ -83,6 +89,11 @@ impl Expect {
             Expect::Bytes(e) => compare(e, rx, |a, b| a == b),
             Expect::DigitsMayDiffer(e) => compare(e, rx, |a, b| a == b || (a.is_ascii_digit() && b.is_ascii_digit())),
             Expect::Http(n) => check_http(*n, rx),
+            Expect::JsonSeq(seq) => match serde_json::from_slice::<crate::mqtt::DurableAck>(rx) {
+                Ok(a) if a.seq == *seq => Match::Acked(rx.len()),
+                Ok(a) if a.seq < *seq => Match::Stale(rx.len()),
+                _ => Match::Other,
+            },
         }
     }
 }
@@ -189,5 +200,15 @@ mod tests {
         let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
         assert!(matches!(Expect::Http(1).check(bad), Match::Refused(_)));
         assert_eq!(Expect::Http(1).check(b"garbage\r\n\r\n"), Match::Other);
+    }
+
+    #[test]
+    fn json_seq() {
+        let e = Expect::JsonSeq(7);
+        let ack = br#"{"seq": 7, "records": 3}"#;
+        assert_eq!(e.check(ack), Match::Acked(ack.len()));
+        assert_eq!(e.check(br#"{"seq":6,"records":3}"#), Match::Stale(21));
+        assert_eq!(e.check(br#"{"seq":8,"records":3}"#), Match::Other);
+        assert_eq!(e.check(b"not json"), Match::Other);
     }
 }

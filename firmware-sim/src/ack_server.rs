@@ -57,23 +57,44 @@ impl Seen {
     /// are decoded with that protocol's codec (one per `codecs` key, kept across calls);
     /// `clutch/<id>/telemetry` JSON positions are read back. Returns the positions seen.
     pub fn record_mqtt(&self, codecs: &mut HashMap<String, Box<dyn Codec>>, topic: &str, payload: &[u8]) -> usize {
-        self.frames.fetch_add(1, Relaxed);
+        self.record_mqtt_acking(codecs, topic, payload).0
+    }
+
+    /// [`Seen::record_mqtt`], also returning what a Clutch server publishes on
+    /// `clutch/<id>/ack` once the records are stored: the protocol's ack bytes for a raw
+    /// frame (none when the protocol acks nothing), `{"seq", "records"}` for telemetry.
+    /// Other topics are not recorded.
+    pub fn record_mqtt_acking(
+        &self,
+        codecs: &mut HashMap<String, Box<dyn Codec>>,
+        topic: &str,
+        payload: &[u8],
+    ) -> (usize, Option<Vec<u8>>) {
         let ctx = DecodeContext::now();
         let parts: Vec<&str> = topic.split('/').collect();
+        if !matches!(parts.as_slice(), ["clutch", _, "raw", _] | ["clutch", _, "telemetry"]) {
+            return (0, None);
+        }
+        self.frames.fetch_add(1, Relaxed);
         let mut positions = 0;
+        let mut ack = None;
         match parts.as_slice() {
             ["clutch", id, "raw", proto] => {
-                let Ok(p) = proto.parse::<Protocol>() else { return 0 };
+                let Ok(p) = proto.parse::<Protocol>() else {
+                    return (0, None);
+                };
                 let key = format!("{id}/{proto}");
                 let codec = match codecs.entry(key) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => match p.codec(Transport::Tcp) {
                         Ok(c) => v.insert(c),
-                        Err(_) => return 0,
+                        Err(_) => return (0, None),
                     },
                 };
                 let (msgs, errs) = protocols::decode_all(&mut **codec, payload, &ctx);
                 self.decode_errors.fetch_add(errs.len() as u64, Relaxed);
+                let bytes: Vec<u8> = msgs.iter().filter_map(|m| m.ack.clone()).flatten().collect();
+                ack = (!bytes.is_empty()).then_some(bytes);
                 for mut m in msgs {
                     positions += m.positions.len();
                     m.imei.get_or_insert_with(|| (*id).to_owned());
@@ -94,11 +115,18 @@ impl Seen {
                     ps.push(pos);
                 }
                 positions = ps.len();
+                if let Some(seq) = v["seq"].as_u64() {
+                    ack = serde_json::to_vec(&crate::mqtt::DurableAck {
+                        seq,
+                        records: positions as u64,
+                    })
+                    .ok();
+                }
                 self.record(Message::new(MessageKind::Position).with_imei(*id).with_positions(ps));
             }
             _ => {}
         }
-        positions
+        (positions, ack)
     }
 
     fn record(&self, m: Message) {

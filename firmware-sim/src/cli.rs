@@ -46,8 +46,9 @@ pub struct RunArgs {
     /// Number of devices.
     #[arg(long, default_value_t = 10)]
     pub devices: usize,
-    /// Protocol mix: `teltonika`, or `gt06=70,teltonika:udp=30,ruptela:mqtt=10`
-    /// (name[:tcp|udp|http|mqtt][=weight]; mqtt publishes to a broker at --target).
+    /// Protocol mix: `teltonika`, or `gt06=70,teltonika:udp=30,ruptela:mqtt=10,osmand:json=5`
+    /// (name[:tcp|udp|http|mqtt|json][=weight]; mqtt publishes to a broker at --target;
+    /// osmand:json POSTs JSON bodies instead of GET query strings).
     #[arg(long, default_value = "teltonika")]
     pub protocol: String,
     /// Server address, `host:port`; with `host` alone each protocol uses its default port.
@@ -100,6 +101,21 @@ pub struct RunArgs {
     /// clutch/<id>/telemetry.
     #[arg(long, value_enum, default_value = "raw")]
     pub mqtt_payload: crate::mqtt::MqttPayload,
+    /// When `:mqtt` devices delete records from their buffer: on the broker's PUBACK, or on
+    /// the server's durable ack on clutch/<id>/ack (the records are stored).
+    #[arg(long, value_enum, default_value = "puback")]
+    pub mqtt_ack: crate::mqtt::MqttAck,
+    /// MQTT CONNECT user name (`{id}` = the device id; default: the device id when a
+    /// secret is given).
+    #[arg(long)]
+    pub mqtt_username: Option<String>,
+    /// MQTT CONNECT password; `{id}` is replaced by the device id, so `secret-{id}` gives
+    /// each device its own.
+    #[arg(long)]
+    pub mqtt_secret: Option<String>,
+    /// OsmAnd devices POST JSON bodies instead of GET query strings (as `osmand:json`).
+    #[arg(long)]
+    pub osmand_json: bool,
     /// Print the device ids (IMEIs) this seed gives, one a line, and exit (to register them).
     #[arg(long)]
     pub list_ids: bool,
@@ -179,8 +195,20 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// One entry of a parsed `--protocol` mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixSpec {
+    pub protocol: Protocol,
+    pub transport: Transport,
+    pub weight: u32,
+    /// Publish to an MQTT broker instead of `transport`.
+    pub mqtt: bool,
+    /// OsmAnd JSON bodies (`osmand:json`).
+    pub osmand_json: bool,
+}
+
 /// Parse a protocol mix.
-pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32, bool)>, String> {
+pub fn parse_mix(s: &str) -> Result<Vec<MixSpec>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (spec, weight) = match part.split_once('=') {
@@ -194,16 +222,25 @@ pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32, bool)>, Strin
             ),
             None => (part, 1),
         };
-        let (name, transport, mqtt) = match spec.split_once(':') {
-            Some((n, t)) if t.trim().eq_ignore_ascii_case("mqtt") => (n, None, true),
-            Some((n, t)) => (
-                n,
-                Some(t.parse::<Transport>().map_err(|e| format!("{e} or mqtt"))?),
+        let (name, variant) = match spec.split_once(':') {
+            Some((n, t)) => (n.trim(), Some(t.trim().to_ascii_lowercase())),
+            None => (spec.trim(), None),
+        };
+        let p: Protocol = name.parse()?;
+        let (transport, mqtt, osmand_json) = match variant.as_deref() {
+            None => (None, false, false),
+            Some("mqtt") => (None, true, false),
+            Some("json") if p == Protocol::Osmand => (Some(Transport::Http), false, true),
+            Some("json") => return Err(format!("{part:?}: only osmand has a json variant")),
+            Some(t) => (
+                Some(
+                    t.parse::<Transport>()
+                        .map_err(|e| format!("{e}, mqtt or json (osmand)"))?,
+                ),
+                false,
                 false,
             ),
-            None => (spec, None, false),
         };
-        let p: Protocol = name.trim().parse()?;
         let t = transport.unwrap_or(p.transports()[0]);
         if !p.transports().contains(&t) {
             return Err(format!("{p} does not run over {}", t.as_str()));
@@ -211,7 +248,13 @@ pub fn parse_mix(s: &str) -> Result<Vec<(Protocol, Transport, u32, bool)>, Strin
         if p.device_encoder(t).is_err() || p.codec(t).is_err() {
             return Err(format!("{p} over {} has no codec in this build yet", t.as_str()));
         }
-        out.push((p, t, weight, mqtt));
+        out.push(MixSpec {
+            protocol: p,
+            transport: t,
+            weight,
+            mqtt,
+            osmand_json,
+        });
     }
     if out.is_empty() {
         return Err("--protocol is empty".into());
@@ -284,18 +327,7 @@ pub fn fleet_config(a: &RunArgs) -> Result<FleetConfig, String> {
         bbox.validate()?;
         RouteSpec::Random(bbox)
     } else {
-        match &scenario.route {
-            Some(r) if r.geojson.is_some() => {
-                let rel = PathBuf::from(r.geojson.clone().unwrap_or_default());
-                let path = match (&a.scenario, rel.is_relative()) {
-                    (Some(s), true) => s.parent().unwrap_or(Path::new(".")).join(rel),
-                    _ => rel,
-                };
-                RouteSpec::from_geojson(&read(&path, "route")?).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            Some(r) => RouteSpec::Random(r.bbox.unwrap_or(BBox::DEFAULT)),
-            None => RouteSpec::Random(BBox::DEFAULT),
-        }
+        scenario.route_spec(a.scenario.as_deref().and_then(Path::parent))?
     };
     let interval = match a.rate {
         Some(r) if r.is_finite() && r > 0.0 => Duration::from_secs_f64(a.devices as f64 / r),
@@ -307,21 +339,25 @@ pub fn fleet_config(a: &RunArgs) -> Result<FleetConfig, String> {
     }
     const MQTT_PORT: u16 = 1883;
     let port_of = |p: Protocol, mqtt: bool| if mqtt { MQTT_PORT } else { p.default_port() };
-    let first_target = resolve(&a.target, port_of(mix[0].0, mix[0].3))?;
+    let first_target = resolve(&a.target, port_of(mix[0].protocol, mix[0].mqtt))?;
     let mut entries = Vec::new();
-    for (p, t, w, mqtt) in mix {
+    for m in mix {
         let target = if has_port(&a.target) {
             first_target
         } else {
-            resolve(&a.target, port_of(p, mqtt))?
+            resolve(&a.target, port_of(m.protocol, m.mqtt))?
         };
         entries.push(MixEntry {
-            protocol: p,
-            transport: t,
-            weight: w,
+            protocol: m.protocol,
+            transport: m.transport,
+            weight: m.weight,
             target,
-            mqtt: mqtt.then_some(a.mqtt_payload),
+            mqtt: m.mqtt.then_some(a.mqtt_payload),
+            osmand_json: m.osmand_json || (a.osmand_json && m.protocol == Protocol::Osmand && !m.mqtt),
         });
+    }
+    if a.mqtt_username.as_deref().is_some_and(str::is_empty) {
+        return Err("--mqtt-username is empty".into());
     }
     let source_ips = match a.source_ips.as_str() {
         "auto" if first_target.ip().is_loopback() && first_target.is_ipv4() => FleetConfig::loopback_sources(a.devices),
@@ -346,12 +382,18 @@ pub fn fleet_config(a: &RunArgs) -> Result<FleetConfig, String> {
         .ramp
         .unwrap_or_else(|| Duration::from_secs_f64((a.devices as f64 / 1000.0).min(30.0)));
     cfg.source_ips = source_ips;
+    cfg.mqtt = crate::mqtt::MqttSettings {
+        ack: a.mqtt_ack,
+        username: a.mqtt_username.clone(),
+        secret: a.mqtt_secret.clone(),
+    };
     cfg.track = Arc::new(TrackConfig {
         vehicle: scenario.vehicle,
         noise: scenario.noise,
         route,
         events: scenario.events,
         geofences: scenario.geofences,
+        speed_zones: scenario.speed_zones,
     });
     Ok(cfg)
 }
@@ -377,7 +419,11 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode, String> {
         .mix
         .iter()
         .map(|m| {
-            let t = if m.mqtt.is_some() { "mqtt" } else { m.transport.as_str() };
+            let t = match (m.mqtt.is_some(), m.osmand_json) {
+                (true, _) => "mqtt",
+                (false, true) => "http+json",
+                _ => m.transport.as_str(),
+            };
             format!("{}/{t}→{} ×{}", m.protocol, m.target, m.weight)
         })
         .collect();

@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::ack::{Expect, Match, expect_for};
 use crate::downlink;
-use crate::mqtt::MqttPayload;
+use crate::mqtt::{CommandReply, MqttPayload, MqttSettings};
 use crate::scenario::{DeviceAction, GroundTruth};
 use crate::stats::{Stats, add, inc};
 use crate::track::{Track, TrackConfig};
@@ -59,6 +59,10 @@ pub struct DeviceConfig {
     pub track: Arc<TrackConfig>,
     /// Publish to an MQTT broker at `target` instead of the protocol's own transport.
     pub mqtt: Option<MqttPayload>,
+    /// MQTT acks and credentials (when `mqtt` is set).
+    pub mqtt_settings: MqttSettings,
+    /// OsmAnd: POST JSON bodies instead of GET query strings.
+    pub osmand_json: bool,
 }
 
 impl DeviceConfig {
@@ -83,8 +87,23 @@ impl DeviceConfig {
             start_delay: Duration::ZERO,
             track: Arc::new(TrackConfig::default()),
             mqtt: None,
+            mqtt_settings: MqttSettings::default(),
+            osmand_json: false,
         }
     }
+}
+
+/// The device-side encoder `protocol` uses over `transport`; `osmand_json` picks OsmAnd's
+/// JSON POST bodies over its GET query strings.
+pub fn encoder(
+    protocol: Protocol,
+    transport: Transport,
+    osmand_json: bool,
+) -> Result<Box<dyn DeviceEncoder>, protocols::UnsupportedTransport> {
+    if protocol == Protocol::Osmand && osmand_json && transport == Transport::Http {
+        return Ok(Box::new(protocols::osmand::OsmandDevice::json()));
+    }
+    protocol.device_encoder(transport)
 }
 
 /// When a device stops.
@@ -124,11 +143,11 @@ struct Conn {
 /// Run one device to its deadlines. Never panics on anything the server does.
 pub async fn run_device(cfg: DeviceConfig, deadlines: Deadlines, stats: Arc<Stats>, truth: TruthSink) {
     inc(&stats.devices);
-    let (mut encoder, batches) = match (
-        cfg.protocol.device_encoder(cfg.transport),
+    let (mut enc, batches) = match (
+        encoder(cfg.protocol, cfg.transport, cfg.osmand_json),
         cfg.protocol.codec(cfg.transport),
     ) {
-        (Ok(e), Ok(_)) => (e, supports_batches(&cfg)),
+        (Ok(e), Ok(_)) => (e, batches(cfg.protocol, cfg.transport, cfg.osmand_json, &cfg.id)),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(device = %cfg.id, "{e}");
             inc(&stats.encode_errors);
@@ -149,9 +168,11 @@ pub async fn run_device(cfg: DeviceConfig, deadlines: Deadlines, stats: Arc<Stat
         offline_until: None,
         malformed_pending: 0,
         batches,
+        seq: 0,
+        last_fix: None,
     };
     dev.backoff = dev.cfg.backoff_min;
-    dev.run(&mut *encoder, deadlines).await;
+    dev.run(&mut *enc, deadlines).await;
 }
 
 struct Device {
@@ -169,6 +190,10 @@ struct Device {
     malformed_pending: u32,
     /// Whether one frame can carry several records in this protocol.
     batches: bool,
+    /// The last MQTT telemetry publish's `seq` (per device, across reconnects).
+    seq: u64,
+    /// The last reading (answers a `locate` command).
+    last_fix: Option<Position>,
 }
 
 impl Device {
@@ -178,7 +203,6 @@ impl Device {
         let mut next_connect = start;
         let mut last_tx = Instant::now();
         let mut scratch = vec![0u8; 4096];
-        let sim_step = self.cfg.interval.as_secs_f64() * self.cfg.time_scale;
         loop {
             let now = Instant::now();
             let generating = now < dl.generate_until;
@@ -247,7 +271,9 @@ impl Device {
                     if next_fix < Instant::now() {
                         next_fix = Instant::now() + self.cfg.interval;
                     }
-                    self.tick(sim_step);
+                    // The interval can change (a set_interval command); the simulated
+                    // step follows it.
+                    self.tick(self.cfg.interval.as_secs_f64() * self.cfg.time_scale);
                 }
                 r = async {
                     match conn.as_mut() {
@@ -326,6 +352,7 @@ impl Device {
             }
         }
         let pos = self.track.read();
+        self.last_fix = Some(pos.clone());
         let truth = self.track.take_truth();
         self.push_truth(truth);
         inc(&self.stats.records_generated);
@@ -362,6 +389,7 @@ impl Device {
                     self.cfg.connect_timeout,
                     keep_alive,
                     topic,
+                    &self.cfg.mqtt_settings,
                 )
                 .await
             }
@@ -418,10 +446,10 @@ impl Device {
         self.transmit_with(frame, None, records, login).await
     }
 
-    async fn transmit_with(&mut self, frame: &[u8], json: Option<Vec<u8>>, records: usize, login: bool) -> bool {
+    async fn transmit_with(&mut self, frame: &[u8], json: Option<(u64, Vec<u8>)>, records: usize, login: bool) -> bool {
         let Some(c) = self.conn.as_mut() else { return false };
         let wire: &[u8] = match (self.cfg.mqtt, &json) {
-            (Some(MqttPayload::Json), Some(j)) => j,
+            (Some(MqttPayload::Json), Some((_, j))) => j,
             _ => frame,
         };
         let requests = match c.link.send(wire).await {
@@ -436,6 +464,18 @@ impl Device {
             expect_for(self.cfg.protocol, self.cfg.transport, &mut *c.mirror, frame, requests);
         if let Some(ack) = c.link.link_ack() {
             expect = Expect::Bytes(ack.to_vec());
+        } else if c.link.durable_acks() {
+            expect = match &json {
+                // The server publishes {"seq", "records"} on clutch/<id>/ack once stored.
+                Some((seq, _)) if self.cfg.mqtt == Some(MqttPayload::Json) => Expect::JsonSeq(*seq),
+                // Raw frames: the protocol's own ack bytes on clutch/<id>/ack; a frame the
+                // protocol acks nothing for has only the broker's PUBACK to wait for.
+                _ if expect == Expect::Nothing => {
+                    c.link.await_puback();
+                    Expect::Bytes(crate::transport::PUBACK.to_vec())
+                }
+                _ => expect,
+            };
         }
         if errors > 0 {
             add(&self.stats.self_decode_errors, errors);
@@ -485,8 +525,13 @@ impl Device {
         add(&self.stats.records_sent, n);
         add(&self.stats.records_resent, resent);
         let json = (self.cfg.mqtt == Some(MqttPayload::Json)).then(|| {
-            let positions: Vec<&Position> = self.buffer.iter().take(n).map(|r| &r.pos).collect();
-            serde_json::to_vec(&serde_json::json!({ "id": self.cfg.id, "positions": positions })).unwrap_or_default()
+            self.seq += 1;
+            let body = crate::mqtt::Telemetry {
+                id: self.cfg.id.clone(),
+                seq: self.seq,
+                positions: self.buffer.iter().take(n).map(|r| &r.pos).collect(),
+            };
+            (self.seq, serde_json::to_vec(&body).unwrap_or_default())
         });
         self.transmit_with(&frame, json, n, false).await;
     }
@@ -541,8 +586,40 @@ impl Device {
         }
     }
 
+    /// Answer the commands that came over MQTT. Returns false when the connection was
+    /// dropped.
+    fn on_mqtt_commands(&mut self) -> bool {
+        let Some(c) = self.conn.as_mut() else { return false };
+        for cmd in c.link.take_commands() {
+            let req = match cmd {
+                Ok(req) => req,
+                Err(why) => {
+                    inc(&self.stats.garbage);
+                    tracing::warn!(device = %self.cfg.id, "{why}");
+                    continue;
+                }
+            };
+            let (result, interval) = downlink::mqtt_result(&req.command, self.last_fix.as_ref());
+            if let Some(s) = interval {
+                // Device seconds are simulated time; the loop's interval is real time.
+                self.cfg.interval = Duration::from_secs_f64(f64::from(s) / self.cfg.time_scale.max(1e-9));
+            }
+            tracing::debug!(device = %self.cfg.id, command = ?req.command, %result, "command over MQTT");
+            if let Err(e) = c.link.reply(&CommandReply { id: req.id, result }) {
+                tracing::warn!(device = %self.cfg.id, "cannot publish the command reply: {e}");
+                self.disconnect(&format!("publish error: {e}"));
+                return false;
+            }
+            inc(&self.stats.commands_answered);
+        }
+        true
+    }
+
     /// Handle bytes in the receive buffer. Returns false when the connection was dropped.
     async fn on_bytes(&mut self, enc: &mut dyn DeviceEncoder) -> bool {
+        if self.cfg.mqtt.is_some() && !self.on_mqtt_commands() {
+            return false;
+        }
         loop {
             let Some(c) = self.conn.as_mut() else { return false };
             if c.rx.is_empty() {
@@ -560,6 +637,10 @@ impl Device {
                         self.buffer.drain(..f.records.min(self.buffer.len()));
                     }
                     self.missed_acks = 0;
+                }
+                Match::Stale(n) => {
+                    c.rx.drain(..n.min(c.rx.len()));
+                    tracing::debug!(device = %self.cfg.id, "late ack of a frame given up on");
                 }
                 Match::Refused(n) => {
                     c.rx.drain(..n.min(c.rx.len()));
@@ -606,15 +687,12 @@ impl Device {
 
 /// Whether a frame of this protocol carries several records: encode two and see what
 /// the server codec reads back.
-fn supports_batches(cfg: &DeviceConfig) -> bool {
-    let (Ok(mut enc), Ok(mut codec)) = (
-        cfg.protocol.device_encoder(cfg.transport),
-        cfg.protocol.codec(cfg.transport),
-    ) else {
+pub fn batches(protocol: Protocol, transport: Transport, osmand_json: bool, id: &str) -> bool {
+    let (Ok(mut enc), Ok(mut codec)) = (encoder(protocol, transport, osmand_json), protocol.codec(transport)) else {
         return false;
     };
     let ctx = protocols::DecodeContext::now();
-    if let Ok(login) = enc.encode(&Message::new(MessageKind::Login).with_imei(&cfg.id)) {
+    if let Ok(login) = enc.encode(&Message::new(MessageKind::Login).with_imei(id)) {
         let _ = protocols::decode_all(&mut *codec, &login, &ctx);
     }
     let t = Utc::now().with_timezone(&Utc);
@@ -627,13 +705,13 @@ fn supports_batches(cfg: &DeviceConfig) -> bool {
         p
     };
     let msg = Message::new(MessageKind::Position)
-        .with_imei(&cfg.id)
+        .with_imei(id)
         .with_positions(vec![p(0), p(1)]);
     let Ok(frame) = enc.encode(&msg) else { return false };
     let (msgs, _) = protocols::decode_all(&mut *codec, &frame, &ctx);
     let n: usize = msgs.iter().map(|m| m.positions.len()).sum();
     // OsmAnd sends one request a line; each line is a record, and it counts as batching.
-    n >= 2 && (cfg.transport == Transport::Http || frame_count(&*codec, &frame) == 1)
+    n >= 2 && (transport == Transport::Http || frame_count(&*codec, &frame) == 1)
 }
 
 fn frame_count(codec: &dyn Codec, frame: &[u8]) -> usize {

@@ -103,3 +103,35 @@ pub fn response(id: &str, d: &Downlink) -> Message {
     m.result = Some(d.text.clone());
     m
 }
+
+/// What a device answers to a command that came over MQTT (`result` of the reply), and the
+/// new report interval when the command sets one.
+pub fn mqtt_result(cmd: &protocols::Command, last: Option<&protocols::Position>) -> (String, Option<u32>) {
+    use protocols::Command as C;
+    match cmd {
+        C::EngineStop => ("engine stopped".into(), None),
+        C::EngineResume => ("engine resumed".into(), None),
+        C::Locate => (
+            last.map_or_else(
+                || "no fix yet".into(),
+                |p| {
+                    format!(
+                        "position {:.6},{:.6} at {}",
+                        p.latitude,
+                        p.longitude,
+                        p.time.to_rfc3339()
+                    )
+                },
+            ),
+            None,
+        ),
+        C::SetInterval { seconds } if *seconds > 0 => (format!("interval set to {seconds} s"), Some(*seconds)),
+        C::SetInterval { .. } => ("error: interval must be at least 1 s".into(), None),
+        C::Reboot => ("rebooting".into(), None),
+        C::OutputControl { index, active } => (format!("output {index} {}", if *active { "on" } else { "off" }), None),
+        C::AlarmArm => ("alarm armed".into(), None),
+        C::AlarmDisarm => ("alarm disarmed".into(), None),
+        C::RequestPhoto => ("error: no camera attached".into(), None),
+        C::Custom { text } => (format!("{text}: OK"), None),
+    }
+}

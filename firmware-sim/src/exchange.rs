@@ -135,7 +135,7 @@ pub async fn exchange(
                         break;
                     }
                     Match::Other => verdict = "unexpected",
-                    Match::Partial => {}
+                    Match::Partial | Match::Stale(_) => {}
                 }
             }
             let r = tokio::time::timeout_at(deadline, l.recv(&mut scratch, &mut rx)).await;
@@ -163,6 +163,7 @@ pub async fn exchange(
                 Expect::Bytes(b) | Expect::DigitsMayDiffer(b) => Some(hex::encode(b)),
                 Expect::Http(_) => Some("HTTP 2xx".into()),
                 Expect::Nothing => None,
+                Expect::JsonSeq(n) => Some(format!("{{\"seq\":{n}}}")),
             },
             received_hex: hex::encode(&rx),
             received_text: printable.then(|| String::from_utf8_lossy(&rx).into_owned()),

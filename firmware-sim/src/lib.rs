@@ -20,10 +20,11 @@
 //! - [`noise`]: sensors — GPS jitter, fuel slosh, accelerometer noise, dropped fixes.
 //! - [`scenario`]: scenario TOML, the injection engine, ground truth lines.
 //! - [`track`]: vehicle + sensors + scenario = the stream of records a device reports.
+//! - [`offline`]: a fleet's positions, frames and ground truth in-process, no sockets.
 //! - [`ack`]: the ack a device waits for (learnt from the server codec) and matching it.
 //! - [`downlink`]: recognising server commands and the device's reply.
 //! - [`transport`]: TCP, UDP, HTTP/1.1 and MQTT (`rumqttc`) links.
-//! - [`mqtt`]: what devices publish over MQTT, and to which topics.
+//! - [`mqtt`]: the MQTT topics and payloads: telemetry, durable acks, commands, replies.
 //! - [`device`]: the firmware loop of one device.
 //! - [`run`]: a fleet — protocol mix, deadlines, ramp, source addresses, ground truth.
 //! - [`stats`]: shared counters, the latency histogram, the run summary.
@@ -41,6 +42,7 @@ pub mod exchange;
 pub mod log;
 pub mod mqtt;
 pub mod noise;
+pub mod offline;
 pub mod route;
 pub mod run;
 pub mod scenario;

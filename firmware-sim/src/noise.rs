@@ -31,12 +31,15 @@ pub struct NoiseConfig {
     pub drop_fix_prob: f64,
 }
 
+/// The defaults are a cheap tracker on a float fuel sender: GPS wandering 5 m, the fuel
+/// level within about ±2 % of the tank (σ 1 %) plus up to ±4 % of slosh under hard
+/// acceleration or braking. Fuel-theft detectors must stay quiet on this.
 impl Default for NoiseConfig {
     fn default() -> Self {
         NoiseConfig {
-            gps_jitter_m: 3.0,
-            fuel_noise_pct: 0.4,
-            fuel_slosh_pct: 1.5,
+            gps_jitter_m: 5.0,
+            fuel_noise_pct: 1.0,
+            fuel_slosh_pct: 2.0,
             accel_noise_mg: 15.0,
             drop_fix_prob: 0.01,
         }

@@ -33,6 +33,22 @@ pub struct MixEntry {
     pub target: SocketAddr,
     /// Publish to an MQTT broker at `target` instead of using `transport`.
     pub mqtt: Option<crate::mqtt::MqttPayload>,
+    /// OsmAnd: POST JSON bodies instead of GET query strings.
+    pub osmand_json: bool,
+}
+
+impl MixEntry {
+    /// `protocol` over its usual transport to `target`, weight 1.
+    pub fn new(protocol: Protocol, target: SocketAddr) -> MixEntry {
+        MixEntry {
+            protocol,
+            transport: protocol.transports()[0],
+            weight: 1,
+            target,
+            mqtt: None,
+            osmand_json: false,
+        }
+    }
 }
 
 /// A fleet run.
@@ -56,19 +72,15 @@ pub struct FleetConfig {
     /// Source addresses to spread connections over (empty: let the OS pick).
     pub source_ips: Vec<IpAddr>,
     pub track: Arc<TrackConfig>,
+    /// MQTT devices' ack mode and credentials.
+    pub mqtt: crate::mqtt::MqttSettings,
 }
 
 impl FleetConfig {
     pub fn new(devices: usize, protocol: Protocol, target: SocketAddr) -> FleetConfig {
         FleetConfig {
             devices,
-            mix: vec![MixEntry {
-                protocol,
-                transport: protocol.transports()[0],
-                weight: 1,
-                target,
-                mqtt: None,
-            }],
+            mix: vec![MixEntry::new(protocol, target)],
             interval: Duration::from_secs(1),
             duration: Duration::from_secs(10),
             drain: Duration::from_secs(5),
@@ -81,6 +93,7 @@ impl FleetConfig {
             ramp: Duration::ZERO,
             source_ips: Vec::new(),
             track: Arc::new(TrackConfig::default()),
+            mqtt: crate::mqtt::MqttSettings::default(),
         }
     }
 
@@ -166,6 +179,8 @@ impl Fleet {
             let mut d = DeviceConfig::new(id, entry.protocol, entry.target);
             d.transport = entry.transport;
             d.mqtt = entry.mqtt;
+            d.mqtt_settings = cfg.mqtt.clone();
+            d.osmand_json = entry.osmand_json;
             d.interval = cfg.interval;
             d.time_scale = cfg.time_scale;
             d.batch = cfg.batch.max(1);

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::noise::NoiseConfig;
-use crate::route::{BBox, LatLon, distance_m};
+use crate::route::{BBox, LatLon};
 use crate::vehicle::{G, Vehicle, VehicleConfig, VehicleEvent, secs};
 
 /// Parse `90s`, `5m`, `1h30m`, `250ms`, or a bare number of seconds.
@@ -66,7 +66,7 @@ fn secs_to_std(n: f64) -> Option<StdDuration> {
 }
 
 /// A duration in a scenario file: `"90s"` or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Dur(pub StdDuration);
 
 impl Dur {
@@ -129,14 +129,20 @@ pub struct EventSpec {
     pub count: Option<u32>,
 }
 
-/// A circular geofence whose crossings are recorded.
-#[derive(Debug, Clone, Deserialize)]
+/// A geofence whose crossings are recorded: a circle (`lat`, `lon`, `radius_m`), a
+/// polygon (`polygon`: one ring of `[lon, lat]` points, GeoJSON order), or a corridor
+/// (`corridor`: a line of `[lon, lat]` points, `width_m` wide). Shapes are the
+/// `geofence` crate's, so the simulator and the server agree on what "inside" means.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Geofence {
     pub name: String,
-    pub lat: f64,
-    pub lon: f64,
-    pub radius_m: f64,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub radius_m: Option<f64>,
+    pub polygon: Option<Vec<[f64; 2]>>,
+    pub corridor: Option<Vec<[f64; 2]>>,
+    pub width_m: Option<f64>,
     /// Inside at least this long counts as a dwell.
     #[serde(default = "default_dwell")]
     pub dwell: Dur,
@@ -144,6 +150,176 @@ pub struct Geofence {
 
 fn default_dwell() -> Dur {
     Dur(StdDuration::from_secs(60))
+}
+
+impl Geofence {
+    /// A circle.
+    pub fn circle(name: &str, lat: f64, lon: f64, radius_m: f64) -> Geofence {
+        Geofence {
+            name: name.to_owned(),
+            lat: Some(lat),
+            lon: Some(lon),
+            radius_m: Some(radius_m),
+            dwell: default_dwell(),
+            ..Geofence::default()
+        }
+    }
+
+    /// A polygon from one ring of `[lon, lat]` points.
+    pub fn polygon(name: &str, ring: Vec<[f64; 2]>) -> Geofence {
+        Geofence {
+            name: name.to_owned(),
+            polygon: Some(ring),
+            dwell: default_dwell(),
+            ..Geofence::default()
+        }
+    }
+
+    /// The validated shape.
+    pub fn fence(&self) -> Result<geofence::Fence, String> {
+        ZoneShape {
+            lat: self.lat,
+            lon: self.lon,
+            radius_m: self.radius_m,
+            polygon: self.polygon.as_deref(),
+            corridor: self.corridor.as_deref(),
+            width_m: self.width_m,
+        }
+        .fence(&self.name)?
+        .ok_or_else(|| {
+            format!(
+                "geofence {:?}: give lat/lon/radius_m, polygon, or corridor/width_m",
+                self.name
+            )
+        })
+    }
+}
+
+/// A speed zone: the posted limit over an area, and what the driver does there.
+///
+/// The area is a shape like a geofence's (circle, polygon, corridor) or a stretch of the
+/// drive (`from_km`..`to_km`, distance driven since the start). With `speed_kmh` above
+/// the limit the driver speeds there (the ground truth gets an `overspeed` line per
+/// stretch over the limit, with the zone's name and limit); without it the driver obeys,
+/// slowing down before the zone (which checks a detector's false alarms).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedZone {
+    pub name: String,
+    pub limit_kmh: f64,
+    /// What the driver drives inside, km/h (absent: obeys the limit).
+    pub speed_kmh: Option<f64>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub radius_m: Option<f64>,
+    pub polygon: Option<Vec<[f64; 2]>>,
+    pub corridor: Option<Vec<[f64; 2]>>,
+    pub width_m: Option<f64>,
+    pub from_km: Option<f64>,
+    pub to_km: Option<f64>,
+}
+
+impl SpeedZone {
+    fn area(&self) -> Result<Area, String> {
+        let shape = ZoneShape {
+            lat: self.lat,
+            lon: self.lon,
+            radius_m: self.radius_m,
+            polygon: self.polygon.as_deref(),
+            corridor: self.corridor.as_deref(),
+            width_m: self.width_m,
+        }
+        .fence(&self.name)?;
+        match (shape, self.from_km, self.to_km) {
+            (Some(f), None, None) => Ok(Area::Fence(Box::new(f))),
+            (None, Some(a), Some(b)) if a.is_finite() && b.is_finite() && 0.0 <= a && a < b => {
+                Ok(Area::Stretch(a * 1000.0, b * 1000.0))
+            }
+            (None, Some(_), Some(_)) => Err(format!("speed zone {:?}: needs 0 <= from_km < to_km", self.name)),
+            (Some(_), _, _) => Err(format!(
+                "speed zone {:?}: a shape or from_km/to_km, not both",
+                self.name
+            )),
+            _ => Err(format!(
+                "speed zone {:?}: give lat/lon/radius_m, polygon, corridor/width_m, or from_km/to_km",
+                self.name
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.limit_kmh.is_finite() && self.limit_kmh > 0.0 && self.limit_kmh < 300.0) {
+            return Err(format!("speed zone {:?}: needs limit_kmh in (0, 300)", self.name));
+        }
+        if self.speed_kmh.is_some_and(|v| !(v.is_finite() && v > 0.0 && v < 300.0)) {
+            return Err(format!("speed zone {:?}: speed_kmh must be in (0, 300)", self.name));
+        }
+        self.area().map(|_| ())
+    }
+
+    /// Whether the driver speeds here.
+    fn speeding(&self) -> bool {
+        self.speed_kmh.is_some_and(|v| v > self.limit_kmh)
+    }
+}
+
+/// The shape fields geofences and speed zones share.
+struct ZoneShape<'a> {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_m: Option<f64>,
+    polygon: Option<&'a [[f64; 2]]>,
+    corridor: Option<&'a [[f64; 2]]>,
+    width_m: Option<f64>,
+}
+
+impl ZoneShape<'_> {
+    /// The fence, `None` when no shape is given at all.
+    fn fence(&self, name: &str) -> Result<Option<geofence::Fence>, String> {
+        use geofence::geo::{Coord, LineString, Point, Polygon};
+        use geofence::{Fence, FenceId, FenceRules, Shape};
+        let line = |pts: &[[f64; 2]]| LineString::new(pts.iter().map(|&[x, y]| Coord { x, y }).collect());
+        let shape = match (self.lat, self.lon, self.radius_m, self.polygon, self.corridor) {
+            (None, None, None, None, None) => return Ok(None),
+            (Some(lat), Some(lon), Some(radius_m), None, None) => Shape::Circle {
+                center: Point::new(lon, lat),
+                radius_m,
+            },
+            (None, None, None, Some(ring), None) => Shape::Polygon(Polygon::new(line(ring), Vec::new())),
+            (None, None, None, None, Some(pts)) => Shape::Corridor {
+                line: line(pts),
+                width_m: self
+                    .width_m
+                    .ok_or_else(|| format!("zone {name:?}: a corridor needs width_m"))?,
+            },
+            _ => {
+                return Err(format!(
+                    "zone {name:?}: give exactly one shape: lat/lon/radius_m, polygon, or corridor/width_m"
+                ));
+            }
+        };
+        Fence::new(FenceId(0), shape, FenceRules::default())
+            .map(|f| Some(f.with_name(name)))
+            .map_err(|e| format!("zone {name:?}: {e}"))
+    }
+}
+
+/// Where a speed zone applies.
+#[derive(Debug, Clone)]
+enum Area {
+    Fence(Box<geofence::Fence>),
+    /// Metres driven since the start, from..to.
+    Stretch(f64, f64),
+}
+
+impl Area {
+    /// Whether a vehicle at `pos`, `driven` metres since the start, is inside.
+    fn contains(&self, pos: LatLon, driven: f64) -> bool {
+        match self {
+            Area::Fence(f) => f.contains(pos.lon, pos.lat),
+            Area::Stretch(a, b) => (*a..=*b).contains(&driven),
+        }
+    }
 }
 
 /// Where vehicles drive.
@@ -171,6 +347,8 @@ pub struct Scenario {
     #[serde(default)]
     pub geofences: Vec<Geofence>,
     #[serde(default)]
+    pub speed_zones: Vec<SpeedZone>,
+    #[serde(default)]
     pub events: Vec<EventSpec>,
 }
 
@@ -181,6 +359,13 @@ impl Scenario {
         let mut errors = Vec::new();
         if let Err(e) = s.noise.validate() {
             errors.push(e);
+        }
+        if let Some([a, b]) = s.vehicle.night_park_hours
+            && !((0.0..=24.0).contains(&a) && (0.0..=24.0).contains(&b) && a != b)
+        {
+            errors.push(format!(
+                "vehicle.night_park_hours [{a}, {b}]: two different hours in 0..=24"
+            ));
         }
         if let Some(b) = s.route.as_ref().and_then(|r| r.bbox)
             && let Err(e) = b.validate()
@@ -217,8 +402,13 @@ impl Scenario {
             }
         }
         for f in &s.geofences {
-            if !(f.radius_m > 0.0 && f.lat.abs() <= 90.0 && f.lon.abs() <= 180.0) {
-                errors.push(format!("geofence {:?}: needs lat, lon and radius_m > 0", f.name));
+            if let Err(e) = f.fence() {
+                errors.push(e);
+            }
+        }
+        for z in &s.speed_zones {
+            if let Err(e) = z.validate() {
+                errors.push(e);
             }
         }
         if errors.is_empty() {
@@ -230,6 +420,40 @@ impl Scenario {
                 errors.join("\n  ")
             ))
         }
+    }
+}
+
+impl Scenario {
+    /// The route this scenario drives: its `[route]` (a GeoJSON path is read relative to
+    /// `base_dir`, the scenario file's directory), or random roads in the default box.
+    pub fn route_spec(&self, base_dir: Option<&std::path::Path>) -> Result<crate::route::RouteSpec, String> {
+        use crate::route::RouteSpec;
+        match &self.route {
+            Some(RouteConfig { geojson: Some(rel), .. }) => {
+                let rel = std::path::PathBuf::from(rel);
+                let path = match base_dir {
+                    Some(b) if rel.is_relative() => b.join(rel),
+                    _ => rel,
+                };
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("cannot read route {}: {e}", path.display()))?;
+                RouteSpec::from_geojson(&text).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Some(r) => Ok(RouteSpec::Random(r.bbox.unwrap_or(BBox::DEFAULT))),
+            None => Ok(RouteSpec::Random(BBox::DEFAULT)),
+        }
+    }
+
+    /// Everything that shapes a device's traffic, as [`crate::track::Track`] takes it.
+    pub fn track_config(&self, base_dir: Option<&std::path::Path>) -> Result<crate::track::TrackConfig, String> {
+        Ok(crate::track::TrackConfig {
+            vehicle: self.vehicle.clone(),
+            noise: self.noise.clone(),
+            route: self.route_spec(base_dir)?,
+            events: self.events.clone(),
+            geofences: self.geofences.clone(),
+            speed_zones: self.speed_zones.clone(),
+        })
     }
 }
 
@@ -278,8 +502,23 @@ struct Active {
 #[derive(Debug, Clone)]
 struct FenceState {
     fence: Geofence,
+    shape: geofence::Fence,
     entered: Option<DateTime<Utc>>,
 }
+
+#[derive(Debug, Clone)]
+struct ZoneState {
+    zone: SpeedZone,
+    area: Area,
+    /// Over the limit inside since, until, at most km/h.
+    over: Option<(DateTime<Utc>, DateTime<Utc>, f64)>,
+}
+
+/// How far ahead (s at the current speed, plus the braking distance) an obeying driver
+/// looks for a speed zone.
+const LOOKAHEAD_S: f64 = 2.0;
+/// How far under the posted limit an obeying driver stays, km/h.
+const OBEY_MARGIN_KMH: f64 = 3.0;
 
 /// A scenario applied to one device's vehicle.
 #[derive(Debug, Clone)]
@@ -289,6 +528,9 @@ pub struct ScenarioRun {
     pending: Vec<EventSpec>,
     active: Vec<Active>,
     fences: Vec<FenceState>,
+    zones: Vec<ZoneState>,
+    /// The odometer at the start (speed-zone stretches count from it).
+    odo0: Option<f64>,
     trip: Option<(DateTime<Utc>, f64)>,
     dtc_open: Vec<(String, DateTime<Utc>)>,
     truth: Vec<GroundTruth>,
@@ -300,22 +542,54 @@ const MAX_WAIT_S: f64 = 600.0;
 const PARK_AFTER_S: f64 = 60.0;
 
 impl ScenarioRun {
-    pub fn new(device: &str, start: DateTime<Utc>, events: &[EventSpec], fences: &[Geofence]) -> ScenarioRun {
+    /// A scenario for one device. Geofences and speed zones that do not validate (a
+    /// scenario file's are checked by [`Scenario::from_toml`]) are logged and left out.
+    pub fn new(
+        device: &str,
+        start: DateTime<Utc>,
+        events: &[EventSpec],
+        fences: &[Geofence],
+        zones: &[SpeedZone],
+    ) -> ScenarioRun {
         let mut pending = events.to_vec();
         // Latest last, so the next due is popped from the end.
         pending.sort_by_key(|e| std::cmp::Reverse(e.at.0));
+        let fences = fences
+            .iter()
+            .filter_map(|f| match f.fence() {
+                Ok(shape) => Some(FenceState {
+                    fence: f.clone(),
+                    shape,
+                    entered: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(device, "{e}; left out");
+                    None
+                }
+            })
+            .collect();
+        let zones = zones
+            .iter()
+            .filter_map(|z| match z.validate().and_then(|()| z.area()) {
+                Ok(area) => Some(ZoneState {
+                    zone: z.clone(),
+                    area,
+                    over: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(device, "{e}; left out");
+                    None
+                }
+            })
+            .collect();
         ScenarioRun {
             device: device.to_owned(),
             start,
             pending,
             active: Vec::new(),
-            fences: fences
-                .iter()
-                .map(|f| FenceState {
-                    fence: f.clone(),
-                    entered: None,
-                })
-                .collect(),
+            fences,
+            zones,
+            odo0: None,
             trip: None,
             dtc_open: Vec::new(),
             truth: Vec::new(),
@@ -352,6 +626,7 @@ impl ScenarioRun {
     /// Call before each vehicle step: starts due events, sets the vehicle's overrides.
     pub fn before_step(&mut self, v: &mut Vehicle) -> Vec<DeviceAction> {
         let now = v.state.time;
+        self.odo0.get_or_insert(v.state.odometer_m);
         let mut actions = Vec::new();
         while self
             .pending
@@ -541,6 +816,7 @@ impl ScenarioRun {
                 EventKind::Dtc | EventKind::Offline | EventKind::Malformed => finished.push(i),
             }
         }
+        self.zone_overrides(v, &mut ov);
         v.overrides = ov;
         for i in finished.into_iter().rev() {
             let a = self.active.remove(i);
@@ -589,6 +865,79 @@ impl ScenarioRun {
         }
     }
 
+    fn driven_m(&self, v: &Vehicle) -> f64 {
+        v.state.odometer_m - self.odo0.unwrap_or(v.state.odometer_m)
+    }
+
+    /// Speed zones: inside a speeding zone the driver cruises at its `speed_kmh`; near or
+    /// inside an obeyed one the driver caps the speed under the limit in time.
+    fn zone_overrides(&self, v: &Vehicle, ov: &mut crate::vehicle::Overrides) {
+        if self.zones.is_empty() {
+            return;
+        }
+        let pos = v.state.pos;
+        let driven = self.driven_m(v);
+        let speed = v.state.speed_ms;
+        for z in &self.zones {
+            let inside = z.area.contains(pos, driven);
+            if z.zone.speeding() {
+                if inside {
+                    let want = z.zone.speed_kmh.unwrap_or(z.zone.limit_kmh);
+                    ov.cruise_kmh = Some(ov.cruise_kmh.map_or(want, |c| c.max(want)));
+                }
+                continue;
+            }
+            let cap = (z.zone.limit_kmh - OBEY_MARGIN_KMH).max(z.zone.limit_kmh * 0.8);
+            let cap_ms = cap / 3.6;
+            // Look ahead by the distance needed to brake to the cap comfortably, plus a
+            // couple of seconds of reaction, along the current heading.
+            let brake = 0.5 * v.cfg.max_brake_ms2;
+            let ahead = (speed * speed - cap_ms * cap_ms).max(0.0) / (2.0 * brake) + speed * LOOKAHEAD_S + 5.0;
+            let near = inside
+                || [0.5, 1.0].iter().any(|f| {
+                    let d = ahead * f;
+                    z.area
+                        .contains(crate::route::offset(pos, v.state.heading_deg, d), driven + d)
+                });
+            if near {
+                ov.cap_kmh = Some(ov.cap_kmh.map_or(cap, |c: f64| c.min(cap)));
+            }
+        }
+    }
+
+    /// After a step: open, extend or close each zone's stretch over the limit.
+    fn watch_zones(&mut self, v: &Vehicle) {
+        let now = v.state.time;
+        let driven = self.driven_m(v);
+        let kmh = v.state.speed_ms * 3.6;
+        let mut closed = Vec::new();
+        for z in &mut self.zones {
+            let over = z.area.contains(v.state.pos, driven) && kmh > z.zone.limit_kmh;
+            match (over, z.over) {
+                (true, None) => z.over = Some((now, now, kmh)),
+                (true, Some((s, _, m))) => z.over = Some((s, now, m.max(kmh))),
+                (false, Some(o)) => {
+                    z.over = None;
+                    closed.push((o, z.zone.name.clone(), z.zone.limit_kmh));
+                }
+                (false, None) => {}
+            }
+        }
+        for ((s, e, max), zone, limit) in closed {
+            self.record_zone_overspeed(s, e, max, &zone, limit);
+        }
+    }
+
+    fn record_zone_overspeed(&mut self, s: DateTime<Utc>, e: DateTime<Utc>, max: f64, zone: &str, limit: f64) {
+        self.record(
+            "overspeed",
+            s,
+            e,
+            max.round(),
+            serde_json::json!({ "limit_kmh": limit, "zone": zone }),
+        );
+    }
+
     /// Call after each vehicle step: trips, automatic refuels, geofence crossings.
     pub fn after_step(&mut self, v: &mut Vehicle) {
         for e in v.take_events() {
@@ -603,17 +952,12 @@ impl ScenarioRun {
                 }
             }
         }
+        self.watch_zones(v);
         let now = v.state.time;
         let pos = v.state.pos;
         let mut crossings = Vec::new();
         for f in &mut self.fences {
-            let inside = distance_m(
-                pos,
-                LatLon {
-                    lat: f.fence.lat,
-                    lon: f.fence.lon,
-                },
-            ) <= f.fence.radius_m;
+            let inside = f.shape.contains(pos.lon, pos.lat);
             match (inside, f.entered) {
                 (true, None) => {
                     f.entered = Some(now);
@@ -658,6 +1002,14 @@ impl ScenarioRun {
         }
         if v.state.ignition {
             self.end_trip(now, v.state.odometer_m);
+        }
+        let open: Vec<_> = self
+            .zones
+            .iter_mut()
+            .filter_map(|z| z.over.take().map(|o| (o, z.zone.name.clone(), z.zone.limit_kmh)))
+            .collect();
+        for ((s, e, max), zone, limit) in open {
+            self.record_zone_overspeed(s, e, max, &zone, limit);
         }
         for (code, raised) in std::mem::take(&mut self.dtc_open) {
             self.record(

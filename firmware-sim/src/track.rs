@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::noise::{NoiseConfig, Sensors};
 use crate::route::RouteSpec;
-use crate::scenario::{DeviceAction, EventSpec, Geofence, GroundTruth, ScenarioRun};
+use crate::scenario::{DeviceAction, EventSpec, Geofence, GroundTruth, ScenarioRun, SpeedZone};
 use crate::vehicle::{Vehicle, VehicleConfig};
 
 /// Everything that shapes one device's traffic.
@@ -18,6 +18,7 @@ pub struct TrackConfig {
     pub route: RouteSpec,
     pub events: Vec<EventSpec>,
     pub geofences: Vec<Geofence>,
+    pub speed_zones: Vec<SpeedZone>,
 }
 
 impl Default for TrackConfig {
@@ -28,6 +29,7 @@ impl Default for TrackConfig {
             route: RouteSpec::Random(crate::route::BBox::DEFAULT),
             events: Vec::new(),
             geofences: Vec::new(),
+            speed_zones: Vec::new(),
         }
     }
 }
@@ -54,7 +56,7 @@ impl Track {
         );
         let sensors = Sensors::new(cfg.noise.clone(), ChaCha8Rng::from_rng(&mut rng));
         let mut vehicle = vehicle;
-        let mut scenario = ScenarioRun::new(device, start, &cfg.events, &cfg.geofences);
+        let mut scenario = ScenarioRun::new(device, start, &cfg.events, &cfg.geofences, &cfg.speed_zones);
         let early = scenario.before_step(&mut vehicle);
         Track {
             vehicle,

@@ -40,6 +40,10 @@ pub struct VehicleConfig {
     pub park_max_s: f64,
     /// Refuel (and record it) when the tank falls below this, %.
     pub refuel_below_pct: f64,
+    /// Park overnight: from the first hour to the second (UTC, 0–24, e.g. `[20, 6]`). The
+    /// driver finishes at the next stop after the evening hour and sets off at the
+    /// morning one; a start inside the window starts parked.
+    pub night_park_hours: Option<[f64; 2]>,
 }
 
 impl Default for VehicleConfig {
@@ -59,6 +63,7 @@ impl Default for VehicleConfig {
             park_min_s: 120.0,
             park_max_s: 1200.0,
             refuel_below_pct: 8.0,
+            night_park_hours: None,
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Overrides {
     pub lateral_ms2: Option<f64>,
     /// Cruise speed overriding the road's, km/h (speeding).
     pub cruise_kmh: Option<f64>,
+    /// The most the driver will drive, km/h (a speed zone obeyed). Below `cruise_kmh`'s
+    /// wish it does not apply: a speeding driver ignores the sign.
+    pub cap_kmh: Option<f64>,
     /// Stop and stay stopped with the engine running (idling).
     pub idle: bool,
     /// Stop and switch the ignition off (parked for a refuel or a theft).
@@ -176,6 +184,21 @@ impl Vehicle {
             dtcs: Vec::new(),
         };
         let alt_phase = rng.random_range(0.0..std::f64::consts::TAU);
+        let mut state = state;
+        let (phase, events) = match night_end(&cfg, start) {
+            Some(until) => {
+                state.ignition = false;
+                state.rpm = 0.0;
+                state.power_v = 12.6;
+                (Phase::Parked { until }, Vec::new())
+            }
+            None => (
+                Phase::Driving {
+                    until: start + secs(trip),
+                },
+                vec![VehicleEvent::IgnitionOn(start)],
+            ),
+        };
         Vehicle {
             cfg,
             state,
@@ -183,13 +206,11 @@ impl Vehicle {
             route,
             leg: 1,
             along: 0.0,
-            phase: Phase::Driving {
-                until: start + secs(trip),
-            },
+            phase,
             stop_pending: None,
             rng,
             alt_phase,
-            events: vec![VehicleEvent::IgnitionOn(start)],
+            events,
         }
     }
 
@@ -272,6 +293,14 @@ impl Vehicle {
             }
             return;
         }
+        if !matches!(self.phase, Phase::Parked { .. })
+            && standing
+            && let Some(until) = night_end(&self.cfg, now)
+        {
+            self.phase = Phase::Parked { until };
+            self.set_ignition(false, now);
+            return;
+        }
         match self.phase {
             Phase::Driving { until } if self.cfg.ignition_cycles && now >= until && standing => {
                 let park = self
@@ -322,7 +351,8 @@ impl Vehicle {
             || self.overrides.park
             || matches!(self.phase, Phase::Waiting { .. } | Phase::Parked { .. })
             || self.stop_pending.is_some()
-            || (self.cfg.ignition_cycles && matches!(self.phase, Phase::Driving { until } if self.state.time >= until));
+            || (self.cfg.ignition_cycles && matches!(self.phase, Phase::Driving { until } if self.state.time >= until))
+            || night_end(&self.cfg, self.state.time).is_some();
         if must_stand {
             return 0.0;
         }
@@ -335,6 +365,7 @@ impl Vehicle {
             // bounds how fast the heading turns).
             return cruise;
         }
+        let cruise = self.overrides.cap_kmh.map_or(cruise, |c| cruise.min(c / 3.6));
         let leg_len = distance_m(from, wp.at);
         let remaining = (leg_len - self.along).max(0.0);
         let corner = if wp.stop_s > 0.0 {
@@ -454,6 +485,28 @@ impl Vehicle {
         self.state.fuel_l += add;
         add
     }
+}
+
+/// When `t` falls in the configured night, the morning it ends.
+fn night_end(cfg: &VehicleConfig, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    use chrono::Timelike as _;
+    let [from, to] = cfg.night_park_hours?;
+    let h = f64::from(t.hour()) + f64::from(t.minute()) / 60.0 + f64::from(t.second()) / 3600.0;
+    let inside = if from <= to {
+        (from..to).contains(&h)
+    } else {
+        h >= from || h < to
+    };
+    if !inside {
+        return None;
+    }
+    let midnight = t.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
+    let morning = midnight + secs(to * 3600.0);
+    Some(if morning > t {
+        morning
+    } else {
+        morning + Duration::days(1)
+    })
 }
 
 pub fn secs(s: f64) -> Duration {

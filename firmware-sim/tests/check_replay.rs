@@ -144,7 +144,7 @@ fn bad_cli_input_gets_clear_messages() {
 fn mixes_and_targets() {
     let m = parse_mix("gt06=70, meitrack=30").unwrap();
     assert_eq!(m.len(), 2);
-    assert_eq!(m[0].2, 70);
+    assert_eq!(m[0].weight, 70);
     let c = run_args(&[
         "--protocol",
         "gt06,meitrack",
@@ -173,4 +173,27 @@ fn mixes_and_targets() {
     let c = run_args(&["--protocol", "ruptela:mqtt,gt06", "--target", "127.0.0.1"]).unwrap();
     assert_eq!(c.mix[0].target.port(), 1883);
     assert!(c.mix[0].mqtt.is_some() && c.mix[1].mqtt.is_none());
+    let c = run_args(&["--protocol", "osmand:json=1,osmand=1", "--target", "127.0.0.1"]).unwrap();
+    assert!(c.mix[0].osmand_json && !c.mix[1].osmand_json);
+    assert_eq!(c.mix[0].target.port(), 5055);
+    let c = run_args(&["--protocol", "osmand", "--osmand-json"]).unwrap();
+    assert!(c.mix[0].osmand_json);
+    assert!(
+        run_args(&["--protocol", "gt06:json"])
+            .unwrap_err()
+            .contains("only osmand")
+    );
+    let c = run_args(&[
+        "--protocol",
+        "teltonika:mqtt",
+        "--mqtt-ack",
+        "durable",
+        "--mqtt-secret",
+        "s-{id}",
+    ])
+    .unwrap();
+    assert_eq!(c.mqtt.ack, firmware_sim::mqtt::MqttAck::Durable);
+    let id = c.device_id(0);
+    assert_eq!(c.mqtt.credentials(&id), Some((id.clone(), format!("s-{id}"))));
+    assert!(run_args(&["--protocol", "teltonika:mqtt", "--mqtt-ack", "maybe"]).is_err());
 }

@@ -17,11 +17,8 @@ fn landed(p: Protocol, t: Transport) -> bool {
 fn quick(devices: usize, p: Protocol, t: Transport, addr: std::net::SocketAddr) -> FleetConfig {
     let mut cfg = FleetConfig::new(devices, p, addr);
     cfg.mix = vec![MixEntry {
-        protocol: p,
         transport: t,
-        weight: 1,
-        target: addr,
-        mqtt: None,
+        ..MixEntry::new(p, addr)
     }];
     cfg.interval = Duration::from_millis(40);
     cfg.time_scale = 25.0;
@@ -239,4 +236,27 @@ async fn quiet_devices_send_heartbeats() {
             assert!(server.seen.kinds(MessageKind::Heartbeat) >= 3, "{p}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmand_json_posts() {
+    let server = common::start(Protocol::Osmand, Transport::Http, Behaviour::Ack).await;
+    let mut cfg = quick(2, Protocol::Osmand, Transport::Http, server.addr);
+    cfg.mix[0].osmand_json = true;
+    let (s, _) = Fleet::start(&cfg).wait(None).await;
+    assert!(s.records_generated > 20, "{s}");
+    assert_eq!(s.records_acked, s.records_generated, "{s}");
+    assert_eq!(
+        s.garbage + s.rejected + s.self_decode_errors + s.encode_errors,
+        0,
+        "{s}"
+    );
+    assert_eq!(server_uniq(&server.seen) as u64, s.records_generated, "{s}");
+    // Batches of 3 records are one POST each (a `location` array), not 3 GETs.
+    assert!(s.frames_sent < s.records_generated, "{s}");
+    let msgs = server.seen.messages.lock().unwrap();
+    assert!(
+        !msgs.is_empty() && msgs.iter().all(|m| m.message_type.as_deref() == Some("json")),
+        "JSON bodies, not queries"
+    );
 }

@@ -56,6 +56,7 @@ fn check_run(seed: u64, ignition_cycles: bool, with_events: bool, minutes: u32) 
         route: RouteSpec::Random(BBox::DEFAULT),
         events: scenario.events,
         geofences: Vec::new(),
+        speed_zones: Vec::new(),
     };
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 8, 0, 0).unwrap();
     let mut t = Track::new("dev", &cfg, start, seed);

@@ -19,6 +19,51 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// broker through a proxy that withholds the first PUBACK (the first publish carries
 /// positions: MQTT devices log in with CONNECT and ping with PINGREQ).
 pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
+    start_mqtt_with(MqttOptions {
+        behaviour,
+        ..MqttOptions::default()
+    })
+    .await
+    .server
+}
+
+/// What the MQTT test broker's server side does.
+#[derive(Debug, Clone)]
+pub struct MqttOptions {
+    pub behaviour: Behaviour,
+    /// Publish the durable ack on `clutch/<id>/ack` for every raw frame or telemetry
+    /// publish, as a Clutch server does once the records are stored.
+    pub durable_acks: bool,
+    /// After a device's first publish, send it these payloads on `clutch/<id>/commands`.
+    pub commands: Vec<Vec<u8>>,
+    /// CONNECT user name → password the broker requires.
+    pub auth: Option<HashMap<String, String>>,
+}
+
+impl Default for MqttOptions {
+    fn default() -> Self {
+        MqttOptions {
+            behaviour: Behaviour::Ack,
+            durable_acks: false,
+            commands: Vec::new(),
+            auth: None,
+        }
+    }
+}
+
+/// The MQTT test broker and what its server side saw.
+pub struct MqttTest {
+    pub server: TestServer,
+    /// (device, payload) on `clutch/<id>/responses`.
+    pub responses: Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    /// (device, seq) of every telemetry publish, in arrival order.
+    pub seqs: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    pub acks_published: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// [`start_mqtt`] with a server side: durable acks, commands, broker credentials.
+pub async fn start_mqtt_with(opts: MqttOptions) -> MqttTest {
+    let behaviour = opts.behaviour;
     // rumqttd does not take port 0: find a free port, free it, and give that to rumqttd.
     let port = {
         let l = StdListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
@@ -34,7 +79,7 @@ pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
             connection_timeout_ms: 10_000,
             max_payload_size: 1 << 20,
             max_inflight_count: 100,
-            auth: None,
+            auth: opts.auth.clone(),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -60,14 +105,41 @@ pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
     });
 
     let seen = Arc::new(Seen::keeping());
-    let s2 = seen.clone();
+    let responses = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seqs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acks_published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (s2, r2, q2, a2) = (seen.clone(), responses.clone(), seqs.clone(), acks_published.clone());
     std::thread::spawn(move || {
-        let _keep = link_tx;
+        let mut link_tx = link_tx;
         let mut codecs = HashMap::new();
+        let mut commanded = std::collections::HashSet::new();
         while let Ok(n) = link_rx.recv() {
-            if let Some(Notification::Forward(f)) = n {
-                let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
-                s2.record_mqtt(&mut codecs, &topic, &f.publish.payload);
+            let Some(Notification::Forward(f)) = n else { continue };
+            let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
+            let parts: Vec<&str> = topic.split('/').collect();
+            let Some(&id) = parts.get(1) else { continue };
+            if parts.get(2) == Some(&"responses") {
+                let v = serde_json::from_slice(&f.publish.payload).unwrap_or(serde_json::Value::Null);
+                r2.lock().unwrap().push((id.to_owned(), v));
+                continue;
+            }
+            if parts.get(2) == Some(&"telemetry") {
+                let v: serde_json::Value = serde_json::from_slice(&f.publish.payload).unwrap_or_default();
+                if let Some(seq) = v["seq"].as_u64() {
+                    q2.lock().unwrap().push((id.to_owned(), seq));
+                }
+            }
+            let (_, ack) = s2.record_mqtt_acking(&mut codecs, &topic, &f.publish.payload);
+            if opts.durable_acks
+                && let Some(ack) = ack
+                && link_tx.publish(format!("clutch/{id}/ack"), ack).is_ok()
+            {
+                a2.fetch_add(1, Relaxed);
+            }
+            if matches!(parts.get(2), Some(&"raw" | &"telemetry")) && commanded.insert(id.to_owned()) {
+                for c in &opts.commands {
+                    let _ = link_tx.publish(format!("clutch/{id}/commands"), c.clone());
+                }
             }
         }
     });
@@ -86,7 +158,12 @@ pub async fn start_mqtt(behaviour: Behaviour) -> TestServer {
         Behaviour::DropFirstPositionAck => withholding_proxy(broker_addr, seen.clone()).await,
         _ => broker_addr,
     };
-    TestServer { addr, seen }
+    MqttTest {
+        server: TestServer { addr, seen },
+        responses,
+        seqs,
+        acks_published,
+    }
 }
 
 /// A TCP proxy to the broker that forwards everything but the first PUBACK, framing the
