@@ -102,12 +102,11 @@ const WRITER_IN_FLIGHT: usize = 1024;
 
 type Written = (Offset, Arc<DeviceBatch>, Result<(), BusError>);
 
-fn write(sink: &StoreSink, offset: Offset, batch: Arc<DeviceBatch>, delay: Duration) -> BoxFuture<Written> {
+/// A retry of a failed write, after `delay`.
+fn rewrite(sink: &StoreSink, offset: Offset, batch: Arc<DeviceBatch>, delay: Duration) -> BoxFuture<Written> {
     let sink = sink.clone();
     Box::pin(async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        tokio::time::sleep(delay).await;
         let result = match sink.submit(batch.clone()).await {
             Ok(pending) => pending.await,
             Err(e) => Err(e),
@@ -146,12 +145,26 @@ pub async fn run_writer(
                 }
                 Err(e) => {
                     tracing::warn!(device_id = batch.device_id, ?offset, error = %e, "store write failed; retrying");
-                    inflight.push_front(write(&sink, offset, batch, Duration::from_millis(500)));
+                    inflight.push_front(rewrite(&sink, offset, batch, Duration::from_millis(500)));
                 }
             },
             _ = stop.cancelled(), if !stopping => stopping = true,
             d = sub.recv(), if !stopping && inflight.len() < WRITER_IN_FLIGHT => match d {
-                Ok(d) => inflight.push_back(write(&sink, d.offset, d.batch, Duration::ZERO)),
+                Ok(d) => {
+                    // Submitted here, in delivery order (the store writer sees each
+                    // device's rows in bus order); only the receipts are awaited
+                    // concurrently. The submit waits when the store writer is full,
+                    // which stops this loop from taking more from the bus.
+                    let submitted = sink.submit(d.batch.clone()).await;
+                    let (offset, batch) = (d.offset, d.batch);
+                    inflight.push_back(Box::pin(async move {
+                        let result = match submitted {
+                            Ok(pending) => pending.await,
+                            Err(e) => Err(e),
+                        };
+                        (offset, batch, result)
+                    }));
+                }
                 Err(e) => {
                     // A closed distributed subscription is the backend giving up; with
                     // nothing committed past what is written, a restart resumes cleanly.
