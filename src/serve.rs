@@ -77,6 +77,11 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         "--roles {roles}: the in-process bus runs every role in one process; \
          set bus.backend = \"nats\" (and bus.nats_url) to split roles over processes"
     );
+    // Before anything starts, so a misconfiguration fails in a second.
+    anyhow::ensure!(
+        cfg!(feature = "fluvio") || config.bus.backend != Backend::Fluvio,
+        "bus.backend = \"fluvio\": this clutch was built without Fluvio (cargo build --features fluvio)"
+    );
     let metrics = ingest::metrics::install();
 
     let (url, mut cluster) = database(&config).await?;
