@@ -8,6 +8,7 @@ mod config;
 mod db;
 mod decode;
 mod device;
+mod roles;
 mod serve;
 
 #[derive(Debug, Parser)]

@@ -1,10 +1,14 @@
 //! `clutch serve`: the composition root.
 //!
 //! config → PostgreSQL (managed under the data dir, or `DATABASE_URL`) → migrations →
-//! store writer → in-process bus (durability = the writer's receipt) → device listeners
-//! → HTTP (health, metrics). Shutdown runs the other way: stop accepting and reading,
-//! let connections receive the acks owed for durable batches (to a deadline), stop
-//! HTTP, flush the writer, stop the managed PostgreSQL.
+//! store writer → bus → the roles this process runs (`--roles`, default all): device
+//! listeners (ingest), the bus → store writer (writer, distributed bus only) → HTTP
+//! (health, metrics). The bus is in-process (durability = the writer's receipt; every
+//! role in this process) or NATS JetStream (durability = the JetStream publish ack;
+//! roles spread over processes, see `roles`). Shutdown runs the other way: stop
+//! accepting and reading, let connections receive the acks owed for durable batches (to
+//! a deadline), stop HTTP, finish the writer role's batches and commits, flush the
+//! writer, stop the managed PostgreSQL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,11 +19,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ingest::{DeviceBatch, Ingest, Registry, StoreSink, UnknownDevices};
-use stream::{Bus, InProcessBus};
+use stream::{Backend, Bus, InProcessBus, NatsBus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, database};
+use crate::roles::{Role, Roles};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -32,6 +37,10 @@ pub struct ServeArgs {
     /// Auto-register every device into a "demo" tenant, for the quickstart.
     #[arg(long)]
     demo: bool,
+    /// The roles this process runs, comma-separated: ingest, operators, writer, api (or
+    /// all). Anything but all needs a distributed bus (`bus.backend = "nats"`).
+    #[arg(long, default_value = "all")]
+    roles: Roles,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -49,7 +58,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve(config))
+            .block_on(serve(config, args.roles))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,8 +70,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing::info!(?config, "starting");
+async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    tracing::info!(?config, %roles, "starting");
+    anyhow::ensure!(
+        config.bus.backend != Backend::InProcess || roles.is_all(),
+        "--roles {roles}: the in-process bus runs every role in one process; \
+         set bus.backend = \"nats\" (and bus.nats_url) to split roles over processes"
+    );
+    // Before anything starts, so a misconfiguration fails in a second.
+    anyhow::ensure!(
+        cfg!(feature = "fluvio") || config.bus.backend != Backend::Fluvio,
+        "bus.backend = \"fluvio\": this clutch was built without Fluvio (cargo build --features fluvio)"
+    );
     let metrics = ingest::metrics::install();
 
     let (url, mut cluster) = database(&config).await?;
@@ -75,21 +94,48 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let maintenance = store::maintenance::spawn(st.clone(), config.store.maintenance.clone(), maint_rx);
 
     let writer = store::Writer::spawn(pool.clone(), config.store.writer.clone());
-    let bus: Arc<InProcessBus<DeviceBatch>> =
-        Arc::new(InProcessBus::new(&config.bus, Arc::new(StoreSink::new(writer.clone()))));
-    if config.ingest.unknown_devices == UnknownDevices::Register {
-        ingest::registry::ensure_tenant(&pool, &config.ingest.default_tenant).await?;
-    }
-    let registry = Arc::new(Registry::new(
-        pool.clone(),
-        config.ingest.unknown_devices,
-        config.ingest.default_tenant.clone(),
-    ));
-    let ingest = Ingest::new(config.ingest.clone(), registry, bus.clone());
-    let listening = ingest.start_configured().await?;
+    let bus: Arc<dyn Bus<DeviceBatch>> = match config.bus.backend {
+        Backend::InProcess => Arc::new(InProcessBus::new(&config.bus, Arc::new(StoreSink::new(writer.clone())))),
+        Backend::Nats => Arc::new(
+            NatsBus::<DeviceBatch>::connect(&config.bus, "batches")
+                .await
+                .context("starting the NATS bus")?,
+        ),
+        Backend::Fluvio => fluvio_bus(&config).await?,
+    };
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
+    // The writer role stops after ingest has drained, before the store writer.
+    let writer_stop = CancellationToken::new();
+    let writer_role = (config.bus.backend != Backend::InProcess && roles.has(Role::Writer)).then(|| {
+        let bus = bus.clone();
+        let sink = StoreSink::new(writer.clone());
+        let stop = writer_stop.clone();
+        tokio::spawn(async move {
+            let result = crate::roles::run_writer(bus, sink, stop).await;
+            if let Err(e) = &result {
+                tracing::error!("writer role failed: {e:#}");
+            }
+            result
+        })
+    });
+
+    let mut ingest = None;
+    let mut listening = Vec::new();
+    if roles.has(Role::Ingest) {
+        if config.ingest.unknown_devices == UnknownDevices::Register {
+            ingest::registry::ensure_tenant(&pool, &config.ingest.default_tenant).await?;
+        }
+        let registry = Arc::new(Registry::new(
+            pool.clone(),
+            config.ingest.unknown_devices,
+            config.ingest.default_tenant.clone(),
+        ));
+        let i = Ingest::new(config.ingest.clone(), registry, bus.clone());
+        listening = i.start_configured().await?;
+        ingest = Some(i);
+    }
     if config.http.port != 0 {
         let addr = SocketAddr::new(config.http.bind, config.http.port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -117,16 +163,44 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map(|l| format!("{}/{}:{}", l.protocol, l.transport.as_str(), l.addr.port()))
         .collect();
     // One stable line that scripts and tests wait for.
-    tracing::info!(listeners = %ports.join(" "), "clutch ready");
+    tracing::info!(listeners = %ports.join(" "), %roles, "clutch ready");
 
-    shutdown_signal().await;
+    // A writer role that fails (bus gone for good) takes the process down, so that a
+    // supervisor restarts it rather than it running without writing.
+    let mut writer_role = writer_role;
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = async {
+            match writer_role.as_mut() {
+                Some(h) => h.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            writer_role = None;
+            failure = Some(match r {
+                Ok(Ok(())) => anyhow::anyhow!("writer role stopped"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("writer role panicked: {e}"),
+            });
+        }
+    }
     tracing::info!("shutting down: no new connections, draining");
-    if !ingest.shutdown().await {
+    if let Some(ingest) = &ingest
+        && !ingest.shutdown().await
+    {
         tracing::warn!("drain deadline passed; remaining connections are dropped unacknowledged");
+    }
+    writer_stop.cancel();
+    if let Some(h) = writer_role
+        && let Ok(Err(e)) = h.await
+    {
+        tracing::warn!("writer role: {e:#}");
     }
     stop.cancel();
     tasks.close();
     tasks.wait().await;
+    drop(ingest);
     drop(bus);
     writer.shutdown().await;
     maint_stop.send_replace(true);
@@ -136,11 +210,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || c.stop()).await??;
     }
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(feature = "fluvio")]
+async fn fluvio_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus<DeviceBatch>>> {
+    Ok(Arc::new(
+        stream::fluvio::FluvioBus::<DeviceBatch>::connect(&config.bus, "batches")
+            .await
+            .context("starting the Fluvio bus")?,
+    ))
+}
+
+#[cfg(not(feature = "fluvio"))]
+async fn fluvio_bus(_: &Config) -> anyhow::Result<Arc<dyn Bus<DeviceBatch>>> {
+    anyhow::bail!("bus.backend = \"fluvio\": this clutch was built without Fluvio (cargo build --features fluvio)")
 }
 
 /// Gauges that are states rather than events, sampled once a second.
-async fn sample_gauges(stop: CancellationToken, bus: Arc<InProcessBus<DeviceBatch>>, writer: store::WriterHandle) {
+async fn sample_gauges(stop: CancellationToken, bus: Arc<dyn Bus<DeviceBatch>>, writer: store::WriterHandle) {
     use ingest::metrics as m;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use protocols::{Message, MessageKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use store::{EventRow, PositionRow, WriteError, WriterHandle};
 use stream::{BoxFuture, BusError, DurableSink, Keyed};
 
 /// The records of one device frame (or datagram, or HTTP request), acknowledged together.
 /// Serialisable so a networked bus can carry it as is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceBatch {
     pub device_id: i64,
     pub positions: Vec<PositionRow>,

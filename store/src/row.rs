@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use protocols::model::{Attributes, Position};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One fix as stored in `positions`. Common attributes are typed columns so that reports
@@ -11,7 +11,7 @@ use serde_json::Value;
 ///
 /// Columns that PostgreSQL stores as `real` are `f32` here: speed, course, voltages and
 /// the like carry no more precision than that, and the row is 4 bytes narrower per field.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct PositionRow {
     pub device_id: i64,
     pub fix_time: DateTime<Utc>,
@@ -117,7 +117,7 @@ fn remainder(a: &Attributes) -> Option<Value> {
 /// One event (alarm, geofence crossing, trip start, DTC…) as stored in `events`.
 /// `(device_id, time, kind)` is unique, so an operator that replays its input after a
 /// restart does not duplicate what it already emitted.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EventRow {
     pub device_id: i64,
     pub time: DateTime<Utc>,

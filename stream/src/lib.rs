@@ -8,18 +8,32 @@
 //!
 //! In embedded mode "durable" means "committed by the store writer". `stream` does not
 //! depend on `store`: the composition root injects a [`DurableSink`] that submits a batch
-//! and hands back a pending receipt. A Fluvio or NATS JetStream backend (operators
-//! issue) is durable when its broker has replicated the record; its consumers then
-//! write to the store. That is why batches must be serialisable (`B: Serialize` is
-//! what such a backend adds as a bound) and why a [`Delivery`] carries an explicit
-//! offset that the consumer commits.
+//! and hands back a pending receipt. A distributed backend ([`NatsBus`], and `FluvioBus`
+//! behind the `fluvio` feature) is durable when its broker has stored the record; a
+//! consumer group (the store writer role, the operators) then reads it, and commits the
+//! [`Offset`] of what it has finished with. That is why those backends bound batches
+//! by `Serialize + DeserializeOwned` (the embedded bus does not) and why a [`Delivery`]
+//! carries an explicit offset.
 //!
 //! # Layout
 //! - [`Bus`], [`Keyed`], [`FullPolicy`], [`BusError`], [`PublishReceipt`]: the contract.
 //! - [`DurableSink`]: what makes a batch durable in embedded mode.
 //! - [`InProcessBus`]: shards by device, a submit stage and an in-order completion stage
 //!   per shard, broadcast to subscribers after durability.
-//! - [`Subscription`], [`Delivery`]: the consumer side.
+//! - [`Subscription`], [`Delivery`]: the consumer side (live taps and consumer groups).
+//! - [`nats`]: [`NatsBus`], JetStream: a stream per bus, subjects partitioned by device,
+//!   durable pull consumers per group with explicit acks.
+//! - `fluvio` (feature `fluvio`): `FluvioBus`, a topic partitioned by device.
+//! - [`partition_of`]: the device → partition map every distributed backend shares.
+//! - `testing` (feature `testing`): a throwaway `nats-server` for tests.
+
+#[cfg(feature = "fluvio")]
+pub mod fluvio;
+pub mod nats;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use nats::NatsBus;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +80,10 @@ pub enum BusError {
     /// The durable sink refused or failed the batch; retryable is the sink's say.
     #[error("not durable: {reason}")]
     NotDurable { reason: String, retryable: bool },
+    /// Setting up the backend failed (unreachable broker, a stream or consumer that
+    /// cannot be created, a bad configuration).
+    #[error("bus backend: {0}")]
+    Backend(String),
 }
 
 /// Where a durable batch sits on the bus: shard and position within it. Consumers of a
@@ -95,10 +113,42 @@ impl Future for PublishReceipt {
 /// second wait, for durability, that callers pipeline.
 pub trait Bus<B>: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, batch: B) -> BoxFuture<Result<PublishReceipt, BusError>>;
-    /// Durable batches from now on, in per-key order.
+    /// A live tap: durable batches from now on, in per-key order, with no position kept.
     fn subscribe(&self) -> Subscription<B>;
+    /// Joins consumer group `group` (letters, digits, `-`, `_`): durable batches from the
+    /// group's last committed [`Offset`] on, in per-key order, at least once — what was
+    /// delivered and not committed is delivered again after the member restarts. A
+    /// group that has never committed starts at the oldest batch the bus retains. One
+    /// member per group at a time: a new member takes over the group's position.
+    fn consume(&self, group: &str) -> BoxFuture<Result<Subscription<B>, BusError>>;
+    /// Whether a group's committed offsets outlive this process. `false` in-process (the
+    /// bus holds nothing across a restart: replay from the store); `true` for brokers.
+    fn offsets_persist(&self) -> bool;
     /// Batches published and not yet durable.
     fn depth(&self) -> usize;
+}
+
+/// The partition (shard) of a device on a distributed bus with `partitions` partitions.
+/// Fibonacci hashing, because device ids are sequential. This is part of the on-the-wire
+/// layout: changing it, or the partition count of an existing stream, reorders devices
+/// whose batches are in flight across the change.
+pub fn partition_of(key: u64, partitions: u32) -> u32 {
+    ((key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % u64::from(partitions.max(1))) as u32
+}
+
+/// Checks a consumer group name: it becomes part of broker object names.
+pub(crate) fn check_group(group: &str) -> Result<(), BusError> {
+    if group.is_empty()
+        || group.len() > 64
+        || !group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(BusError::Backend(format!(
+            "consumer group {group:?}: use 1-64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
 }
 
 /// Makes a batch durable. `submit` may wait (back-pressure); the future it returns
@@ -126,10 +176,35 @@ impl<B> Clone for Delivery<B> {
 
 /// The consumer side. In-process it is a live tap: a subscriber that falls more than
 /// `subscriber_capacity` batches behind is told how many it missed (the data itself is
-/// safe in the store; a replaying consumer reads it from there).
+/// safe in the store; a replaying consumer reads it from there). On a distributed bus it
+/// is fed by the backend's tasks, and [`Subscription::commit`] moves the group's
+/// position on the broker.
 #[derive(Debug)]
 pub struct Subscription<B> {
-    rx: broadcast::Receiver<Delivery<B>>,
+    source: Source<B>,
+}
+
+#[derive(Debug)]
+enum Source<B> {
+    Tap(broadcast::Receiver<Delivery<B>>),
+    Feed(Feed<B>),
+}
+
+/// A backend-fed subscription: deliveries from the backend's tasks, and one commit
+/// channel per partition (empty for a live tap, where commit means nothing).
+#[derive(Debug)]
+pub(crate) struct Feed<B> {
+    pub(crate) rx: mpsc::Receiver<Delivery<B>>,
+    pub(crate) commits: Vec<mpsc::UnboundedSender<CommitCmd>>,
+}
+
+/// What a subscription tells a partition task.
+#[derive(Debug)]
+pub(crate) enum CommitCmd {
+    /// Everything up to and including this sequence is processed.
+    Upto(u64),
+    /// Answer once every earlier commit is confirmed by the broker.
+    Sync(oneshot::Sender<Result<(), BusError>>),
 }
 
 /// Why [`Subscription::recv`] returned no batch.
@@ -142,24 +217,105 @@ pub enum RecvError {
 }
 
 impl<B> Subscription<B> {
-    pub async fn recv(&mut self) -> Result<Delivery<B>, RecvError> {
-        match self.rx.recv().await {
-            Ok(d) => Ok(d),
-            Err(broadcast::error::RecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-            Err(broadcast::error::RecvError::Closed) => Err(RecvError::Closed),
+    pub(crate) fn from_feed(feed: Feed<B>) -> Self {
+        Subscription {
+            source: Source::Feed(feed),
         }
     }
 
-    /// Marks everything up to `offset` as processed. A no-op in-process (nothing is
-    /// replayed); a persistent backend stores it as the consumer group's position.
-    pub fn commit(&mut self, _offset: Offset) {}
+    pub async fn recv(&mut self) -> Result<Delivery<B>, RecvError> {
+        match &mut self.source {
+            Source::Tap(rx) => match rx.recv().await {
+                Ok(d) => Ok(d),
+                Err(broadcast::error::RecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(broadcast::error::RecvError::Closed) => Err(RecvError::Closed),
+            },
+            Source::Feed(f) => f.rx.recv().await.ok_or(RecvError::Closed),
+        }
+    }
+
+    /// Marks everything up to `offset` in its partition as processed (commits are per
+    /// partition, so commit each delivery's offset in the order received, or the last of
+    /// each partition). Does not wait: commits to the broker are batched; use
+    /// [`Subscription::sync_commits`] to know they landed. A no-op for a live tap and
+    /// in-process (nothing is replayed there).
+    pub fn commit(&mut self, offset: Offset) {
+        if let Source::Feed(f) = &self.source
+            && let Some(tx) = f.commits.get(offset.shard as usize)
+        {
+            // A closed partition task means the subscription is ending; the batch comes
+            // again to the group's next member, which at-least-once allows.
+            let _ = tx.send(CommitCmd::Upto(offset.seq));
+        }
+    }
+
+    /// Waits until every commit made so far is confirmed by the broker. Call it before
+    /// reporting a checkpoint as taken, or before a clean shutdown.
+    pub async fn sync_commits(&mut self) -> Result<(), BusError> {
+        let Source::Feed(f) = &self.source else {
+            return Ok(());
+        };
+        let mut waits = Vec::with_capacity(f.commits.len());
+        for tx in &f.commits {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(CommitCmd::Sync(reply)).is_ok() {
+                waits.push(rx);
+            } else {
+                return Err(BusError::Closed);
+            }
+        }
+        for rx in waits {
+            rx.await.map_err(|_| BusError::Closed)??;
+        }
+        Ok(())
+    }
 }
 
-/// [`InProcessBus`] settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Which implementation of the bus `clutch serve` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// [`InProcessBus`]: one process, durability = the store writer's commit.
+    #[default]
+    InProcess,
+    /// [`NatsBus`]: NATS JetStream at `nats_url`.
+    Nats,
+    /// `FluvioBus` at `fluvio_endpoint` (needs a build with the `fluvio` feature).
+    Fluvio,
+}
+
+/// The `[bus]` section: the backend, and each backend's settings.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// Devices are spread over this many independent ordered lanes.
+    pub backend: Backend,
+    /// NATS server(s), comma-separated; credentials in the URL are redacted in logs.
+    pub nats_url: String,
+    /// Fluvio SC address (`host:port`).
+    pub fluvio_endpoint: String,
+    /// Names: NATS stream `<PREFIX>_<BUS>` with subjects `<prefix>.<bus>.<partition>`;
+    /// Fluvio topic `<prefix>-<bus>`.
+    pub prefix: String,
+    /// Partitions of a distributed bus; devices map to them with [`partition_of`]. Fixed
+    /// for the life of a stream/topic.
+    pub partitions: u32,
+    /// Broker-side copies of each batch (JetStream stream replicas / Fluvio replication).
+    pub replicas: u32,
+    /// How long a distributed bus keeps batches: the window in which a consumer group can
+    /// fall behind, or be down, without losing its place.
+    pub retention_hours: u64,
+    /// Publishes awaiting the broker's acknowledgement, all partitions together, before
+    /// the [`FullPolicy`] applies.
+    pub max_in_flight: usize,
+    /// How long a publish waits for the broker's acknowledgement before it fails (the
+    /// device is then not acked and resends).
+    pub publish_timeout_ms: u64,
+    /// Delivered, uncommitted batches per partition before the broker pauses delivery.
+    pub max_uncommitted: usize,
+    /// A delivered batch not committed within this is delivered again (at-least-once);
+    /// longer than the slowest checkpoint interval of any group.
+    pub redeliver_after_ms: u64,
+    /// In-process: devices are spread over this many independent ordered lanes.
     pub shards: usize,
     /// Batches queued per shard before the [`FullPolicy`] applies.
     pub shard_capacity: usize,
@@ -170,9 +326,54 @@ pub struct BusConfig {
     pub subscriber_capacity: usize,
 }
 
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("backend", &self.backend)
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("fluvio_endpoint", &self.fluvio_endpoint)
+            .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
+            .field("replicas", &self.replicas)
+            .field("retention_hours", &self.retention_hours)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("max_uncommitted", &self.max_uncommitted)
+            .field("redeliver_after_ms", &self.redeliver_after_ms)
+            .field("shards", &self.shards)
+            .field("shard_capacity", &self.shard_capacity)
+            .field("in_flight_per_shard", &self.in_flight_per_shard)
+            .field("full_policy", &self.full_policy)
+            .field("subscriber_capacity", &self.subscriber_capacity)
+            .finish()
+    }
+}
+
+/// `nats://user:secret@host` → `nats://***@host`, for every comma-separated URL.
+pub(crate) fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***{}", &u[..s + 3], &u[at..]),
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
+            backend: Backend::InProcess,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            fluvio_endpoint: "127.0.0.1:9003".into(),
+            prefix: "clutch".into(),
+            partitions: 16,
+            replicas: 1,
+            retention_hours: 7 * 24,
+            max_in_flight: 8192,
+            publish_timeout_ms: 5000,
+            max_uncommitted: 4096,
+            redeliver_after_ms: 30_000,
             shards: 8,
             shard_capacity: 1024,
             in_flight_per_shard: 1024,
@@ -331,8 +532,19 @@ impl<B: Keyed + Send + Sync + 'static> Bus<B> for InProcessBus<B> {
 
     fn subscribe(&self) -> Subscription<B> {
         Subscription {
-            rx: self.inner.subscribers.subscribe(),
+            source: Source::Tap(self.inner.subscribers.subscribe()),
         }
+    }
+
+    /// In-process a group is a live tap: the bus keeps nothing, everything it delivered
+    /// is already in the store, which is where a restarted consumer replays from.
+    fn consume(&self, group: &str) -> BoxFuture<Result<Subscription<B>, BusError>> {
+        let sub = check_group(group).map(|()| self.subscribe());
+        Box::pin(std::future::ready(sub))
+    }
+
+    fn offsets_persist(&self) -> bool {
+        false
     }
 
     fn depth(&self) -> usize {

@@ -1,0 +1,266 @@
+//! Distributed mode: two `clutch serve` processes — one `--roles ingest`, one
+//! `--roles writer` — against one JetStream `nats-server`. Devices are acked on the
+//! JetStream publish acknowledgement; the writer consumes the bus and writes to
+//! PostgreSQL. The writer is SIGKILLed mid-load and restarted: ingest keeps acking while
+//! it is down, and every acked position lands in PostgreSQL exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use protocols::{DecodeContext, Framing, Message, MessageKind, Position, Protocol, Transport};
+use stream::testing::NatsServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEVICES: usize = 6;
+const PROTOCOL: Protocol = Protocol::Gt06;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn config_file(dir: &std::path::Path, port: u16, nats_url: &str) -> std::path::PathBuf {
+    let mut ports = String::new();
+    for p in Protocol::ALL {
+        ports.push_str(&format!("{} = {}\n", p.name(), if p == PROTOCOL { port } else { 0 }));
+    }
+    let text = format!(
+        "[http]\nport = 0\n[bus]\nbackend = \"nats\"\nnats_url = \"{nats_url}\"\npartitions = 4\n\
+         [ingest]\nbind = \"127.0.0.1\"\n[ingest.ports]\n{ports}[store.writer]\nmax_delay_ms = 5\n"
+    );
+    let path = dir.join("clutch.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// Starts `clutch serve --roles ROLES` and waits for its ready line.
+fn start(url: &str, config: &std::path::Path, roles: &str) -> Result<Child> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clutch"))
+        .args(["serve", "--roles", roles, "--config"])
+        .arg(config)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let out = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if line.contains("clutch ready")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .with_context(|| format!("clutch --roles {roles} did not become ready"))?;
+    Ok(child)
+}
+
+/// Recent times: the server's maintenance applies retention, and a restart runs it.
+fn fix_time(i: usize) -> DateTime<Utc> {
+    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let t = Utc::now() - chrono::Duration::hours(1);
+        Utc.timestamp_opt(t.timestamp(), 0).single().expect("t")
+    });
+    *base + chrono::Duration::seconds(i as i64)
+}
+
+fn position(imei: &str, i: usize) -> Message {
+    let mut p = Position::new(fix_time(i), 54.0 + i as f64 * 1e-4, 25.0, true);
+    p.speed_kmh = Some(30.0);
+    p.course_deg = Some(10.0);
+    p.satellites = Some(7);
+    Message::new(MessageKind::Position)
+        .with_imei(imei)
+        .with_positions(vec![p])
+}
+
+fn ack_len(bytes: &[u8]) -> usize {
+    let mut c = PROTOCOL.codec(Transport::Tcp).expect("codec");
+    let ctx = DecodeContext::now();
+    // A fresh session for a lone position frame still yields its ack.
+    match c.frame(bytes, true) {
+        Framing::Frame { start, end } => c
+            .decode(&bytes[start..end], &ctx)
+            .map(|ms| ms.iter().map(|m| m.ack.as_ref().map_or(0, Vec::len)).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// One device: logs in, then sends positions, each after the previous is acknowledged,
+/// until `stop` or a failure; reconnects after a failure and resends the unacked one.
+async fn device(port: u16, imei: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(String, usize)>>>) {
+    let mut next = 0;
+    while !stop.load(Ordering::Relaxed) {
+        next = session(port, &imei, next, &stop, &acked).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn session(
+    port: u16,
+    imei: &str,
+    mut next: usize,
+    stop: &AtomicBool,
+    acked: &Mutex<Vec<(String, usize)>>,
+) -> usize {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return next;
+    };
+    let mut enc = PROTOCOL.device_encoder(Transport::Tcp).expect("encoder");
+    let login = enc
+        .encode(&Message::new(MessageKind::Login).with_imei(imei))
+        .expect("login");
+    let mut buf = [0u8; 64];
+    if s.write_all(&login).await.is_err() {
+        return next;
+    }
+    let n = ack_len(&login);
+    if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf[..n]))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        return next;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let frame = enc.encode(&position(imei, next)).expect("position");
+        let n = ack_len(&frame);
+        assert!(n > 0, "GT06 acks positions");
+        if s.write_all(&frame).await.is_err() {
+            return next;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf[..n])).await {
+            Ok(Ok(_)) => {
+                acked.lock().unwrap().push((imei.to_string(), next));
+                next += 1;
+            }
+            _ => return next,
+        }
+        // A steady rate rather than a flood: the point is the writer's crash mid-load.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_writer_processes_over_nats_lose_nothing_when_the_writer_is_killed() -> Result<()> {
+    let db = store::testing::test_db().await;
+    let nats = NatsServer::start();
+    let dir = std::env::temp_dir().join(format!("clutch-distributed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port();
+    let config = config_file(&dir, port, &nats.url());
+    let imeis: Vec<String> = (0..DEVICES).map(|d| format!("86{:013}", 515_151 + d)).collect();
+    let pool = &db.pool;
+    // Register the devices (the writer process migrates the database first).
+    let mut writer = start(&db.url, &config, "writer")?;
+    sqlx::query("INSERT INTO tenants (name) VALUES ('distributed')")
+        .execute(pool)
+        .await?;
+    for imei in &imeis {
+        sqlx::query("INSERT INTO devices (tenant_id, identifier, protocol) SELECT min(id), $1, $2 FROM tenants")
+            .bind(imei)
+            .bind(PROTOCOL.name())
+            .execute(pool)
+            .await?;
+    }
+    let mut ingest = start(&db.url, &config, "ingest")?;
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = imeis
+        .iter()
+        .map(|imei| tokio::spawn(device(port, imei.clone(), stop.clone(), acked.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill(Pid::from_raw(writer.id() as i32), Signal::SIGKILL)?;
+    let _ = writer.wait();
+    let at_kill = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let while_down = acked.lock().unwrap().len() - at_kill;
+    assert!(
+        at_kill > DEVICES * 5,
+        "load was running ({at_kill} acks before the kill)"
+    );
+    assert!(
+        while_down > DEVICES * 5,
+        "ingest acks on the bus's receipt, without the writer ({while_down} acks while it was down)"
+    );
+    let mut writer = start(&db.url, &config, "writer")?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        h.await?;
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // The writer catches up: wait until every acked position is in PostgreSQL.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT d.identifier, p.fix_time FROM positions p JOIN devices d ON d.id = p.device_id \
+             WHERE d.identifier = ANY($1)",
+        )
+        .bind(&imeis)
+        .fetch_all(pool)
+        .await?;
+        let stored: std::collections::HashSet<(String, DateTime<Utc>)> = stored.into_iter().collect();
+        let missing = acked
+            .iter()
+            .filter(|(imei, i)| !stored.contains(&(imei.clone(), fix_time(*i))))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{missing} of {} acked positions not stored after 60 s",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for c in [&mut ingest, &mut writer] {
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM)?;
+        let status = c.wait()?;
+        assert!(status.success(), "clean shutdown: {status}");
+    }
+
+    for imei in &imeis {
+        let rows: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT p.fix_time, count(*) FROM positions p JOIN devices d ON d.id = p.device_id \
+             WHERE d.identifier = $1 GROUP BY p.fix_time",
+        )
+        .bind(imei)
+        .fetch_all(pool)
+        .await?;
+        assert!(rows.iter().all(|(_, n)| *n == 1), "{imei}: a position stored twice");
+        let stored: std::collections::HashSet<DateTime<Utc>> = rows.into_iter().map(|(t, _)| t).collect();
+        for (_, i) in acked.iter().filter(|(d, _)| d == imei) {
+            assert!(stored.contains(&fix_time(*i)), "{imei}: acked position {i} missing");
+        }
+    }
+    eprintln!(
+        "{} acks ({at_kill} before the writer was killed, {while_down} while it was down), all stored exactly once",
+        acked.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
