@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Auto-register every device into a "demo" tenant, for the quickstart.
     #[arg(long)]
     demo: bool,
+    /// Read MQTT devices from this external broker (`mqtt://[user:pass@]host:port`) with
+    /// a shared subscription instead of running the embedded broker.
+    #[arg(long, value_name = "URL")]
+    mqtt_external: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -45,6 +49,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         if args.demo {
             config.ingest.unknown_devices = UnknownDevices::Register;
             config.ingest.default_tenant = "demo".into();
+        }
+        if let Some(url) = args.mqtt_external {
+            config.ingest.mqtt.external = Some(url);
         }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -87,6 +94,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let ingest = Ingest::new(config.ingest.clone(), registry, bus.clone());
     let listening = ingest.start_configured().await?;
+    let mqtt = ingest.start_mqtt().await?;
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -112,10 +120,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tasks.spawn(sample_gauges(stop.clone(), bus.clone(), writer.clone()));
 
-    let ports: Vec<String> = listening
+    let mut ports: Vec<String> = listening
         .iter()
         .map(|l| format!("{}/{}:{}", l.protocol, l.transport.as_str(), l.addr.port()))
         .collect();
+    match mqtt.as_ref().map(|m| (m.addr, &m.external)) {
+        Some((Some(addr), _)) => ports.push(format!("mqtt/tcp:{}", addr.port())),
+        Some((None, Some(ext))) => ports.push(format!("mqtt/external:{ext}")),
+        _ => {}
+    }
     // One stable line that scripts and tests wait for.
     tracing::info!(listeners = %ports.join(" "), "clutch ready");
 
