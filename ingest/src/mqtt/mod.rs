@@ -539,7 +539,17 @@ fn count(kind: &'static str, outcome: &'static str) {
 }
 
 async fn acker(core: Arc<Core>, mut rx: mpsc::Receiver<PendingAckBox>) {
-    while let Some(PendingAckBox(p)) = rx.recv().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            n = rx.recv() => n,
+            // On shutdown take nothing new but still send the acks already owed.
+            _ = core.shared.cancel.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+        };
+        let Some(PendingAckBox(p)) = next else { return };
         if let Some(receipt) = p.receipt
             && let Err(error) = receipt.await
         {
