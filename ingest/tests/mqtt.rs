@@ -427,6 +427,56 @@ async fn register_policy_sets_the_secret_on_first_use() -> Result<()> {
         connect(srv.addr, "van-1", "van-1", "other").await,
         ConnectReturnCode::BadUserNamePassword,
     );
+    refused_with(
+        connect_anonymous(srv.addr, "van-1").await,
+        ConnectReturnCode::BadUserNamePassword,
+    );
     connect(srv.addr, "van-1", "van-1", "first-secret").await?;
+
+    // Without credentials the client id names the device (demo convenience only).
+    let (c, mut ev) = connect_anonymous(srv.addr, "van-2").await?;
+    subscribe(&c, &mut ev, "clutch/van-2/ack").await?;
+    c.publish(
+        "clutch/van-2/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        serde_json::to_vec(&fix(2))?,
+    )
+    .await?;
+    next_on(&mut ev, "clutch/van-2/ack").await?;
+    c.publish(
+        "clutch/van-1/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        serde_json::to_vec(&fix(3))?,
+    )
+    .await?;
+    assert!(
+        pump(&mut ev, Duration::from_secs(3)).await.is_err(),
+        "still no spoofing"
+    );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuse_policy_needs_credentials() -> Result<()> {
+    let srv = server(UnknownDevices::Refuse).await;
+    add_device_named(&srv.db.pool, "acme", "van-3", "mqtt").await?;
+    refused_with(
+        connect_anonymous(srv.addr, "van-3").await,
+        ConnectReturnCode::BadUserNamePassword,
+    );
+    Ok(())
+}
+
+async fn connect_anonymous(addr: SocketAddr, client_id: &str) -> Result<(AsyncClient, EventLoop)> {
+    let mut o = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    let (c, mut ev) = AsyncClient::new(o, 64);
+    match tokio::time::timeout(Duration::from_secs(10), ev.poll()).await {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) if a.code == ConnectReturnCode::Success => Ok((c, ev)),
+        Ok(Ok(other)) => bail!("unexpected first event {other:?}"),
+        Ok(Err(e)) => Err(anyhow::Error::new(e)),
+        Err(_) => bail!("CONNECT timed out"),
+    }
 }

@@ -119,7 +119,7 @@ pub struct Authenticator {
     /// without a secret take the first one presented (trust on first use). Only with
     /// `ingest.unknown_devices = register`, which `clutch serve --demo` sets.
     register_into: Option<String>,
-    /// (username, sha-free secret check) → device, for `CACHE_TTL`.
+    /// username → (secret presented, device, when) for `CACHE_TTL`; memory only.
     cache: Mutex<HashMap<String, (String, MqttDevice, Instant)>>,
 }
 
@@ -142,6 +142,14 @@ impl Authenticator {
         username: &str,
         secret: &str,
     ) -> std::result::Result<MqttDevice, Refusal> {
+        // Demo / auto-registration only: a client without credentials (a quick
+        // `mosquitto_pub -i truck-1`) is identified by its client id. It still cannot
+        // take over a device that has a secret: the empty secret does not verify.
+        let username = if username.is_empty() && self.register_into.is_some() {
+            client_id
+        } else {
+            username
+        };
         if username.is_empty() {
             return Err(Refusal::NoCredentials);
         }
@@ -198,11 +206,13 @@ impl Authenticator {
                     }
                     refusal = Refusal::WrongSecret;
                 }
-                None if self.register_into.is_some() && !secret.is_empty() => {
-                    set_secret(&self.pool, id, secret, None)
-                        .await
-                        .map_err(|_| Refusal::Unavailable)?;
-                    tracing::info!(device_id = id, "MQTT secret set on first use (auto-registration is on)");
+                None if self.register_into.is_some() => {
+                    if !secret.is_empty() {
+                        set_secret(&self.pool, id, secret, None)
+                            .await
+                            .map_err(|_| Refusal::Unavailable)?;
+                        tracing::info!(device_id = id, "MQTT secret set on first use (auto-registration is on)");
+                    }
                     self.remember(username, secret, &device);
                     return Ok(device);
                 }
@@ -215,15 +225,16 @@ impl Authenticator {
         }
         if refusal == Refusal::UnknownDevice
             && let Some(tenant) = &self.register_into
-            && !secret.is_empty()
         {
             let id = self.register(tenant, username).await.map_err(|error| {
                 tracing::error!(%error, "auto-registering an MQTT device failed");
                 Refusal::Unavailable
             })?;
-            set_secret(&self.pool, id, secret, None)
-                .await
-                .map_err(|_| Refusal::Unavailable)?;
+            if !secret.is_empty() {
+                set_secret(&self.pool, id, secret, None)
+                    .await
+                    .map_err(|_| Refusal::Unavailable)?;
+            }
             tracing::info!(identifier = username, device_id = id, "registered new MQTT device");
             let device = MqttDevice {
                 device_id: id,

@@ -341,16 +341,10 @@ impl FrontDoor {
                 return;
             }
         };
-        let Some(login) = login else {
-            self.refuse(
-                &mut wr,
-                "",
-                Refusal::NoCredentials.as_str(),
-                ConnectReturnCode::BadUserNamePassword,
-            )
-            .await;
-            return;
-        };
+        let login = login.unwrap_or(rumqttd::protocol::Login {
+            username: String::new(),
+            password: String::new(),
+        });
         let device = match self
             .auth
             .check(&connect.client_id, &login.username, &login.password)
