@@ -480,3 +480,24 @@ async fn connect_anonymous(addr: SocketAddr, client_id: &str) -> Result<(AsyncCl
         Err(_) => bail!("CONNECT timed out"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_client_id_do_not_end_each_other() -> Result<()> {
+    // mosquitto_sub and mosquitto_pub of one device, both with an empty client id.
+    let srv = server(UnknownDevices::Refuse).await;
+    let id = device(&srv.db, "truck-9", "mqtt", "pw").await?;
+    let (sub, mut sub_ev) = connect(srv.addr, "", "truck-9", "pw").await?;
+    subscribe(&sub, &mut sub_ev, "clutch/truck-9/ack").await?;
+    let (publ, mut pub_ev) = connect(srv.addr, "", "truck-9", "pw").await?;
+    publ.publish(
+        "clutch/truck-9/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        serde_json::to_vec(&fix(1))?,
+    )
+    .await?;
+    pump(&mut pub_ev, Duration::from_millis(300)).await?;
+    next_on(&mut sub_ev, "clutch/truck-9/ack").await?;
+    assert_eq!(rows(&srv.db, id).await, 1);
+    Ok(())
+}

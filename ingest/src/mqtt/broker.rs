@@ -375,10 +375,12 @@ impl FrontDoor {
 
         // The router keys sessions by client id; ours are prefixed so no device can take
         // over the ingest link, and cleaned of what the router refuses.
+        // An empty client id (allowed with a clean session) gets a unique one, as the
+        // spec asks: two such clients of one device must not end each other's session.
         let base = if connect.client_id.is_empty() {
-            &device.identifier
+            format!("{}.{:016x}", device.identifier, rand::random::<u64>())
         } else {
-            &connect.client_id
+            connect.client_id.clone()
         };
         let router_id: String = format!("d.{base}")
             .chars()
@@ -432,8 +434,11 @@ impl FrontDoor {
         {
             let _ = tx.send(Packet::Publish(will_publish(w), None)).await;
         }
-        // Tell the router the session is over (it keeps a clean=false session's state).
-        let _ = tx.send(Packet::Disconnect(normal(), None)).await;
+        // Tell the router the session is over (it keeps a clean=false session's state);
+        // after the device's own DISCONNECT it already knows.
+        if !matches!(end, End::Clean | End::Router) {
+            let _ = tx.send(Packet::Disconnect(normal(), None)).await;
+        }
         if end == End::Shutdown {
             let _ = write_packet(
                 &mut wr,
