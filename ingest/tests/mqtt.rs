@@ -27,6 +27,10 @@ struct Server {
 }
 
 async fn server(unknown: UnknownDevices) -> Server {
+    server_with(unknown, None).await
+}
+
+async fn server_with(unknown: UnknownDevices, tls: Option<ingest::MqttTls>) -> Server {
     ingest::metrics::install();
     let db = test_db().await;
     let writer = Writer::spawn(
@@ -46,6 +50,7 @@ async fn server(unknown: UnknownDevices) -> Server {
         ..IngestConfig::default()
     };
     config.mqtt.connect_timeout_ms = 2_000;
+    config.mqtt.tls = tls;
     let registry = Arc::new(Registry::new(db.pool.clone(), unknown, "default"));
     let ingest = Ingest::new(config, registry, bus);
     let h = ingest
@@ -499,5 +504,97 @@ async fn clients_without_client_id_do_not_end_each_other() -> Result<()> {
     pump(&mut pub_ev, Duration::from_millis(300)).await?;
     next_on(&mut sub_ev, "clutch/truck-9/ack").await?;
     assert_eq!(rows(&srv.db, id).await, 1);
+    Ok(())
+}
+
+/// MQTT 3.1.1 CONNECT with clean session, user name and password.
+fn connect_packet(client_id: &str, user: &str, pass: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 30];
+    for s in [client_id, user, pass] {
+        body.extend((s.len() as u16).to_be_bytes());
+        body.extend(s.as_bytes());
+    }
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_port_authenticates_over_tls() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+    let dir = std::env::temp_dir().join(format!("clutch-mqtt-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .output()
+        .context("running openssl to make a test certificate (apt-get install openssl)")?;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let srv = server_with(
+        UnknownDevices::Refuse,
+        Some(ingest::MqttTls {
+            cert: cert.clone(),
+            key,
+        }),
+    )
+    .await;
+    device(&srv.db, "356666000000090", "gt06", "tls-pw").await?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&cert)? {
+        roots.add(c?)?;
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    for (pass, code) in [("tls-pw", 0u8), ("nope", 4)] {
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await?;
+        let mut tls = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
+        tls.write_all(&connect_packet("356666000000090", "356666000000090", pass))
+            .await?;
+        let mut connack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut connack)).await??;
+        assert_eq!(connack, [0x20, 2, 0, code], "CONNACK over TLS with password {pass:?}");
+    }
+    // Plain MQTT on the TLS port gets nowhere.
+    let mut plain = tokio::net::TcpStream::connect(srv.addr).await?;
+    plain
+        .write_all(&connect_packet("x", "356666000000090", "tls-pw"))
+        .await?;
+    let mut buf = [0u8; 4];
+    let r = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await;
+    assert!(
+        !matches!(r, Ok(Ok(n)) if n >= 2 && buf[0] == 0x20),
+        "plain CONNECT answered on the TLS port"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
