@@ -113,12 +113,14 @@ mod tests {
             jail.create_file("c.toml", "[ingest]\nmax_connections = 7\n[ingest.ports]\ngt06 = 0\n")?;
             jail.set_env("CLUTCH__INGEST__UNKNOWN_DEVICES", "register");
             jail.set_env("CLUTCH__HTTP__PORT", "9090");
+            jail.set_env("CLUTCH__INGEST__MQTT__PORT", "0");
             let c = Config::load(Some(Path::new("c.toml")), Some(Path::new("/tmp/d"))).expect("loads");
             assert_eq!(c.ingest.max_connections, 7);
             assert_eq!(c.ingest.ports.gt06, 0);
             assert_eq!(c.ingest.ports.teltonika, 5027);
             assert_eq!(c.ingest.unknown_devices, ingest::UnknownDevices::Register);
             assert_eq!(c.http.port, 9090);
+            assert_eq!(c.ingest.mqtt.port, 0);
             assert_eq!(c.store.managed.data_dir, PathBuf::from("/tmp/d"));
 
             jail.create_file("bad.toml", "[ingest]\nmax_conections = 7\n")?;

@@ -23,13 +23,24 @@ enum DeviceCommand {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
-        /// IMEI, or the vendor id for H02, Freematics, OsmAnd.
+        /// IMEI, or the vendor id for H02, Freematics, OsmAnd. MQTT devices use it as
+        /// their username and in their topics (`clutch/<identifier>/…`).
         #[arg(long)]
         identifier: String,
-        #[arg(long)]
-        protocol: Protocol,
+        /// A tracker protocol, or `mqtt` for a device that only publishes JSON telemetry.
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: String,
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// Set the device's MQTT secret (stored only as an argon2id hash).
+        #[arg(long, value_name = "SECRET", conflicts_with = "mqtt_secret_generate")]
+        mqtt_secret: Option<String>,
+        /// Generate a random MQTT secret and print it once (it cannot be shown again).
+        #[arg(long)]
+        mqtt_secret_generate: bool,
+        /// An MQTT username other than the identifier.
+        #[arg(long, value_name = "NAME")]
+        mqtt_username: Option<String>,
     },
     /// List devices that tried to report but are not registered
     /// (`ingest.unknown_devices = refuse`), most recently seen first.
@@ -42,6 +53,15 @@ enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_protocol(s: &str) -> Result<String, String> {
+    if s == ingest::mqtt::auth::MQTT_PROTOCOL {
+        return Ok(s.to_string());
+    }
+    s.parse::<Protocol>()
+        .map(|p| p.name().to_string())
+        .map_err(|e| format!("{e} (or `mqtt`)"))
 }
 
 pub fn run(args: DeviceArgs) -> ExitCode {
@@ -62,11 +82,35 @@ fn run_inner(args: DeviceArgs) -> anyhow::Result<()> {
             identifier,
             protocol,
             tenant,
-        } => with_pool(config, data_dir, |pool| async move {
-            let id = ingest::registry::add_device(&pool, &tenant, &identifier, protocol).await?;
-            println!("{id}");
-            Ok(())
-        }),
+            mqtt_secret,
+            mqtt_secret_generate,
+            mqtt_username,
+        } => {
+            anyhow::ensure!(
+                mqtt_username.is_none() || mqtt_secret.is_some() || mqtt_secret_generate,
+                "--mqtt-username needs --mqtt-secret or --mqtt-secret-generate"
+            );
+            let secret = match (mqtt_secret, mqtt_secret_generate) {
+                (Some(s), _) => {
+                    anyhow::ensure!(!s.is_empty(), "--mqtt-secret must not be empty");
+                    Some((s, false))
+                }
+                (None, true) => Some((ingest::mqtt::auth::generate_secret(), true)),
+                (None, false) => None,
+            };
+            with_pool(config, data_dir, |pool| async move {
+                let id = ingest::registry::add_device_named(&pool, &tenant, &identifier, &protocol).await?;
+                println!("{id}");
+                if let Some((secret, generated)) = secret {
+                    ingest::mqtt::auth::set_secret(&pool, id, &secret, mqtt_username.as_deref()).await?;
+                    if generated {
+                        // Printed once: only the hash is stored.
+                        println!("mqtt secret: {secret}");
+                    }
+                }
+                Ok(())
+            })
+        }
         DeviceCommand::Unknown { data_dir, config, json } => with_pool(config, data_dir, |pool| async move {
             let list = ingest::registry::list_unknown(&pool).await?;
             if json {

@@ -41,19 +41,26 @@ pub struct ServeArgs {
     /// all). Anything but all needs a distributed bus (`bus.backend = "nats"`).
     #[arg(long, default_value = "all")]
     roles: Roles,
+    /// Read MQTT devices from this external broker (`mqtt://[user:pass@]host:port`) with
+    /// a shared subscription instead of running the embedded broker.
+    #[arg(long, value_name = "URL")]
+    mqtt_external: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,rumqttd=warn")),
         )
         .init();
     let result = Config::load(args.config.as_deref(), args.data_dir.as_deref()).and_then(|mut config| {
         if args.demo {
             config.ingest.unknown_devices = UnknownDevices::Register;
             config.ingest.default_tenant = "demo".into();
+        }
+        if let Some(url) = args.mqtt_external {
+            config.ingest.mqtt.external = Some(url);
         }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -123,6 +130,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
 
     let mut ingest = None;
     let mut listening = Vec::new();
+    let mut mqtt = None;
     if roles.has(Role::Ingest) {
         if config.ingest.unknown_devices == UnknownDevices::Register {
             ingest::registry::ensure_tenant(&pool, &config.ingest.default_tenant).await?;
@@ -134,6 +142,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         ));
         let i = Ingest::new(config.ingest.clone(), registry, bus.clone());
         listening = i.start_configured().await?;
+        mqtt = i.start_mqtt().await?;
         ingest = Some(i);
     }
     if config.http.port != 0 {
@@ -158,10 +167,15 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     }
     tasks.spawn(sample_gauges(stop.clone(), bus.clone(), writer.clone()));
 
-    let ports: Vec<String> = listening
+    let mut ports: Vec<String> = listening
         .iter()
         .map(|l| format!("{}/{}:{}", l.protocol, l.transport.as_str(), l.addr.port()))
         .collect();
+    match mqtt.as_ref().map(|m| (m.addr, &m.external)) {
+        Some((Some(addr), _)) => ports.push(format!("mqtt/tcp:{}", addr.port())),
+        Some((None, Some(ext))) => ports.push(format!("mqtt/external:{ext}")),
+        _ => {}
+    }
     // One stable line that scripts and tests wait for.
     tracing::info!(listeners = %ports.join(" "), %roles, "clutch ready");
 

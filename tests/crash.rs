@@ -34,7 +34,7 @@ fn config_file(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     }
     let text = format!(
         "[http]\nport = 0\n[ingest]\nbind = \"127.0.0.1\"\n[ingest.ports]\n{ports}\
-         [store.writer]\nmax_delay_ms = 5\n"
+         [ingest.mqtt]\nport = 0\n[store.writer]\nmax_delay_ms = 5\n"
     );
     let path = dir.join("clutch.toml");
     std::fs::write(&path, text).expect("config");

@@ -176,3 +176,34 @@ pub(crate) async fn record_response(pool: &PgPool, device_id: i64, response: &st
     .await?;
     Ok(())
 }
+
+/// Claims the device's queued commands (marks them `sent`) and returns them in queue
+/// order. `SKIP LOCKED` makes the claim safe when several nodes share one device's
+/// traffic (MQTT client mode): each command goes out once.
+pub(crate) async fn claim_queued(pool: &PgPool, device_id: i64) -> Result<Vec<(i64, serde_json::Value)>> {
+    let mut rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "UPDATE device_commands SET status = 'sent', sent_at = now() WHERE id IN \
+         (SELECT id FROM device_commands WHERE device_id = $1 AND status = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED) \
+         RETURNING id, command",
+    )
+    .bind(device_id)
+    .fetch_all(pool)
+    .await?;
+    rows.sort_by_key(|r| r.0);
+    Ok(rows)
+}
+
+/// Records the answer to one command, named by id (MQTT responses carry it). Only a
+/// command of this device that was sent is updated; `false` when there is none.
+pub(crate) async fn record_response_to(pool: &PgPool, device_id: i64, command_id: i64, response: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE device_commands SET status = 'answered', response = $3, responded_at = now() \
+         WHERE id = $2 AND device_id = $1 AND status IN ('sent', 'answered')",
+    )
+    .bind(device_id)
+    .bind(command_id)
+    .bind(response)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}

@@ -46,6 +46,7 @@ pub struct IngestConfig {
     /// On shutdown, how long connections get to receive the acks they are owed.
     pub drain_timeout_ms: u64,
     pub ports: Ports,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for IngestConfig {
@@ -62,6 +63,7 @@ impl Default for IngestConfig {
             command_poll_ms: 1_000,
             drain_timeout_ms: 10_000,
             ports: Ports::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -79,6 +81,67 @@ impl IngestConfig {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
+}
+
+/// `[ingest.mqtt]`: the embedded broker, or an external one (client mode).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Port of the embedded broker (MQTT 3.1.1), on `ingest.bind`. `0` disables it.
+    pub port: u16,
+    /// Serve TLS on `port` instead of plain TCP, with these PEM files.
+    pub tls: Option<MqttTls>,
+    /// `mqtt://host:port` (or `mqtts://`) of an external broker to read devices from with
+    /// a shared subscription instead of running the embedded broker. Credentials go in
+    /// the URL's user info (`mqtt://clutch:secret@host:1883`).
+    pub external: Option<String>,
+    /// The shared-subscription group name in client mode (`$share/<group>/…`).
+    pub share_group: String,
+    /// Largest PUBLISH accepted, bytes.
+    pub max_payload_bytes: usize,
+    /// A connection must send CONNECT within this time.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            port: 1883,
+            tls: None,
+            external: None,
+            share_group: "clutch".into(),
+            max_payload_bytes: 256 * 1024,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The external URL may carry a password: show it redacted.
+        let external = self.external.as_deref().map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),
+            _ => u.to_string(),
+        });
+        f.debug_struct("MqttConfig")
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("external", &external)
+            .field("share_group", &self.share_group)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+/// `[ingest.mqtt.tls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// `[ingest.ports]`: one per protocol, `0` disables it. A protocol that runs over both
@@ -155,5 +218,16 @@ mod tests {
             ),
             (5027, 5023, 5013, 5001, 5002, 5004, 5020, 5046, 5170, 5055)
         );
+        assert_eq!(MqttConfig::default().port, 1883);
+    }
+
+    #[test]
+    fn external_broker_password_is_redacted() {
+        let c = MqttConfig {
+            external: Some("mqtt://clutch:hunter2@broker:1883".into()),
+            ..MqttConfig::default()
+        };
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && d.contains("mqtt://***@broker:1883"), "{d}");
     }
 }

@@ -11,6 +11,8 @@ pub enum IngestError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("mqtt: {0}")]
+    Mqtt(String),
     #[error("{0}")]
     Unsupported(#[from] protocols::UnsupportedTransport),
 }

@@ -22,6 +22,8 @@
 //! - [`commands`]: the downlink queue (`device_commands`), its poller and delivery.
 //! - [`pipeline`]: `DeviceBatch` (what goes on the bus) and `StoreSink` (durability =
 //!   the store writer's COMMIT).
+//! - [`mqtt`]: the embedded MQTT broker (with per-device auth and topic ACL) and the
+//!   client mode for an external broker.
 //! - [`http`]: `/health`, `/metrics`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`Ingest`]: the handle that starts listeners and drains them on shutdown.
@@ -34,6 +36,7 @@ pub mod framing;
 pub mod http;
 mod identity;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod registry;
 mod session;
@@ -49,8 +52,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{IngestConfig, Ports, UnknownDevices};
+pub use config::{IngestConfig, MqttConfig, MqttTls, Ports, UnknownDevices};
 pub use error::{IngestError, Result};
+pub use mqtt::MqttHandle;
 pub use pipeline::{DeviceBatch, StoreSink};
 pub use registry::Registry;
 
@@ -236,6 +240,30 @@ impl Ingest {
             transport: Transport::Http,
             addr,
         })
+    }
+
+    /// Starts MQTT ingest as configured: client mode when `mqtt.external` is set, else
+    /// the embedded broker on `mqtt.port` (`0`: no MQTT). `None` when disabled.
+    pub async fn start_mqtt(&self) -> Result<Option<MqttHandle>> {
+        let cfg = &self.shared.config.mqtt;
+        if let Some(url) = &cfg.external {
+            return self.connect_mqtt(url).await.map(Some);
+        }
+        if cfg.port == 0 {
+            return Ok(None);
+        }
+        let addr = SocketAddr::new(self.shared.config.bind, cfg.port);
+        self.listen_mqtt(addr).await.map(Some)
+    }
+
+    /// Runs the embedded broker on `addr` (port 0 picks a free one).
+    pub async fn listen_mqtt(&self, addr: SocketAddr) -> Result<MqttHandle> {
+        mqtt::start_embedded(self.shared.clone(), addr).await
+    }
+
+    /// Reads devices from the external broker at `url` (client mode).
+    pub async fn connect_mqtt(&self, url: &str) -> Result<MqttHandle> {
+        mqtt::start_external(self.shared.clone(), url).await
     }
 
     /// Stops accepting and reading, lets every connection receive the acks owed for

@@ -20,6 +20,18 @@ pub const POSITIONS: &str = "clutch_ingest_positions_total";
 pub const ACK_LATENCY: &str = "clutch_ingest_ack_latency_seconds";
 /// `{protocol, reason}`: frames whose ack was withheld because they did not become durable.
 pub const ACKS_WITHHELD: &str = "clutch_ingest_acks_withheld_total";
+/// Authenticated MQTT connections to the embedded broker.
+pub const MQTT_CONNECTIONS: &str = "clutch_ingest_mqtt_connections_total";
+pub const MQTT_CONNECTIONS_ACTIVE: &str = "clutch_ingest_mqtt_connections_active";
+/// `{reason}`: CONNECTs refused (`unknown_device`, `wrong_secret`, `disabled`, `no_secret`,
+/// `no_credentials`, `client_id`, `protocol`, `unavailable`).
+pub const MQTT_AUTH_REFUSALS: &str = "clutch_ingest_mqtt_auth_refusals_total";
+/// `{kind}`: a device publishing (`publish`, `will`), subscribing (`subscribe`) or sending
+/// a raw frame (`payload`) under another device's identity; the connection is dropped.
+pub const MQTT_SPOOF_REFUSALS: &str = "clutch_ingest_mqtt_spoof_refusals_total";
+/// `{kind, outcome}`: kind `telemetry`, `raw`, `responses`, `other`; outcome `ok`,
+/// `decode_error`, `bad_topic`, `unknown_device`, `identity_mismatch`, `bus`, `not_durable`…
+pub const MQTT_MESSAGES: &str = "clutch_ingest_mqtt_messages_total";
 pub const BUS_DEPTH: &str = "clutch_bus_depth";
 pub const WRITER_BATCH_ROWS: &str = "clutch_store_writer_batch_rows";
 pub const WRITER_LATENCY: &str = "clutch_store_writer_latency_seconds";

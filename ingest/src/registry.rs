@@ -335,6 +335,11 @@ pub async fn ensure_tenant(pool: &PgPool, name: &str) -> Result<i64> {
 
 /// Registers a device (idempotent: an existing one keeps its id and tenant).
 pub async fn add_device(pool: &PgPool, tenant: &str, identifier: &str, protocol: Protocol) -> Result<i64> {
+    add_device_named(pool, tenant, identifier, protocol.name()).await
+}
+
+/// [`add_device`] with the protocol as stored: a tracker protocol's name, or `mqtt`.
+pub async fn add_device_named(pool: &PgPool, tenant: &str, identifier: &str, protocol: &str) -> Result<i64> {
     let tenant_id = ensure_tenant(pool, tenant).await?;
     // DO UPDATE (a no-op) rather than DO NOTHING so RETURNING yields the existing id.
     // The same statement takes it off the unknown-devices list.
@@ -345,7 +350,7 @@ pub async fn add_device(pool: &PgPool, tenant: &str, identifier: &str, protocol:
     )
     .bind(tenant_id)
     .bind(identifier)
-    .bind(protocol.name())
+    .bind(protocol)
     .fetch_one(pool)
     .await?)
 }
