@@ -276,6 +276,8 @@ pub struct FuelDetector {
     departure: Option<Departure>,
     /// Recent |Δc| of consecutive stationary samples, for σ.
     diffs: VecDeque<f64>,
+    /// σ from `diffs` once there are enough of them (recomputed when they change).
+    sigma: Option<f64>,
     last_level: Option<(DateTime<Utc>, f64, bool)>,
     /// Raw level steps (signed, only those ≥ the threshold are kept as ±1, else 0) and
     /// out-of-range flags over the last `flap_window` samples.
@@ -307,6 +309,7 @@ impl FuelDetector {
             anchor: None,
             departure: None,
             diffs: VecDeque::new(),
+            sigma: None,
             last_level: None,
             jumps: VecDeque::new(),
             out_of_range: VecDeque::new(),
@@ -346,11 +349,8 @@ impl FuelDetector {
 
     /// Measured per-sample noise σ, in the detector's unit.
     pub fn noise(&self) -> f64 {
-        if self.diffs.len() >= 15 {
-            let xs: Vec<f64> = self.diffs.iter().copied().collect();
-            let m = median(&xs).unwrap_or(0.0);
-            // median |N(0, 2σ²)| = 0.6745·√2·σ
-            m / 0.9539
+        if let Some(sigma) = self.sigma {
+            sigma
         } else if self.unit == Some(Unit::Percent) {
             self.cfg.noise_prior_pct
         } else {
@@ -624,6 +624,11 @@ impl FuelDetector {
             && (s.time - pt).num_seconds() <= 900
         {
             push_capped(&mut self.diffs, (c - pc).abs(), 101);
+            if self.diffs.len() >= 15 {
+                let xs: Vec<f64> = self.diffs.iter().copied().collect();
+                // median |N(0, 2σ²)| = 0.6745·√2·σ
+                self.sigma = median(&xs).map(|m| m / 0.9539);
+            }
         }
         self.last_level = Some((s.time, c, stationary));
         if self.fault.is_some() {
@@ -1180,11 +1185,12 @@ impl ConsumptionBaseline {
 }
 
 /// Modified z-score of `x` against `xs` (Iglewicz & Hoaglin): 0.6745 (x − median) / MAD,
-/// with the MAD floored at 1 % of |median| so a perfectly regular history does not make
-/// every small wobble infinite. Returns (z, median, MAD).
+/// with the MAD floored at 5 % of |median|: trip-to-trip consumption varies that much
+/// with traffic and load, and a very regular history must not make a small wobble an
+/// anomaly (with the default 3.5 a trip must be ~26 % off its median at least). Returns (z, median, MAD).
 pub fn robust_z(xs: &ndarray::Array1<f64>, x: f64) -> Option<(f64, f64, f64)> {
     let med = median(xs.as_slice()?)?;
     let dev = xs.mapv(|v| (v - med).abs());
-    let mad = median(dev.as_slice()?)?.max(0.01 * med.abs()).max(1e-9);
+    let mad = median(dev.as_slice()?)?.max(0.05 * med.abs()).max(1e-9);
     Some((0.6745 * (x - med) / mad, med, mad))
 }

@@ -91,7 +91,7 @@ fn noise_days() -> u64 {
 fn no_false_theft_over_noise_only_vehicle_days() {
     let days = noise_days();
     let mut false_thefts = Vec::new();
-    let mut other = 0;
+    let mut other = Vec::new();
     let mut samples_total = 0usize;
     for seed in 0..days {
         let samples = noise_day(50_000 + seed, 10.0, 60.0);
@@ -100,14 +100,21 @@ fn no_false_theft_over_noise_only_vehicle_days() {
             if d.kind == "fuel_theft" {
                 false_thefts.push(format!("day {seed}: {} {:?} L {}", d.time, d.magnitude, d.attributes));
             } else {
-                other += 1;
+                other.push(format!(
+                    "day {seed}: {} {} {:?} {}",
+                    d.kind, d.time, d.magnitude, d.attributes
+                ));
             }
         }
     }
     eprintln!(
-        "{days} noise-only vehicle-days, {samples_total} samples: {} false thefts, {other} other detections",
-        false_thefts.len()
+        "{days} noise-only vehicle-days, {samples_total} samples: {} false thefts, {} other detections",
+        false_thefts.len(),
+        other.len()
     );
+    for o in &other {
+        eprintln!("{o}");
+    }
     assert!(
         false_thefts.is_empty(),
         "false theft alarms:\n{}",

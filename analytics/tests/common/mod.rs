@@ -138,37 +138,48 @@ pub fn fuel_scenario(seed: u64, hours: f64, interval_s: f64) -> (Vec<Sample>, Ve
     (samples, truth)
 }
 
-/// One noise-only vehicle-day: trips and long parks, no refuel or theft. Sampled every
-/// `drive_interval_s` with the ignition on and every `park_interval_s` parked; parked
-/// time is fast-forwarded (a parked car's true state does not change, so the sensors are
-/// read on it without stepping the physics each second).
+/// One noise-only vehicle-day: trips of 15–60 min and parks of 30 min–4 h, no refuel or
+/// theft; sampled every `drive_interval_s` while driving and every `park_interval_s`
+/// parked.
+///
+/// The test parks the car itself: firmware-sim's own ignition cycles restart the trip
+/// timer at every junction wait, so its cars hardly ever park (reported to the
+/// firmware-sim owner). When a trip's time is up and the car stands, the ignition goes
+/// off and the parked time is fast-forwarded: a parked car's true state does not change,
+/// so its sensors are read every `park_interval_s` without stepping the physics each
+/// second (the noise, GPS jitter included, is firmware-sim's own).
 pub fn noise_day(seed: u64, drive_interval_s: f64, park_interval_s: f64) -> Vec<Sample> {
     let cfg = TrackConfig {
         vehicle: VehicleConfig {
             tank_l: TANK_L,
             initial_fuel_pct: 75.0,
-            ignition_cycles: true,
-            trip_min_s: 900.0,
-            trip_max_s: 3600.0,
-            park_min_s: 1800.0,
-            park_max_s: 4.0 * 3600.0,
             ..VehicleConfig::default()
         },
         noise: default_noise(),
         ..TrackConfig::default()
     };
+    let mut rng = Lcg(seed ^ 0xda75);
     let day0 = start() + Duration::days((seed % 365) as i64);
     let mut track = Track::new("355552754130004", &cfg, day0, seed);
     let end = day0 + Duration::days(1);
     let mut samples = Vec::with_capacity(4096);
+    let step = Duration::milliseconds((park_interval_s * 1000.0) as i64);
     while track.now() < end {
-        if track.vehicle.is_parked() {
-            track.vehicle.state.time += Duration::milliseconds(((park_interval_s - 1.0) * 1000.0) as i64);
-            track.advance(1.0);
-        } else {
+        let trip_end = track.now() + Duration::seconds(rng.range(900.0, 3600.0) as i64);
+        // Drive until the trip is over and the car stands (at a light or junction).
+        while track.now() < end && !(track.now() >= trip_end && track.vehicle.state.speed_ms < 0.05) {
             track.advance(drive_interval_s);
+            samples.push(to_sample(&track.read()));
         }
-        samples.push(to_sample(&track.read()));
+        let park_end = (track.now() + Duration::seconds(rng.range(1800.0, 4.0 * 3600.0) as i64)).min(end);
+        track.vehicle.state.ignition = false;
+        track.vehicle.state.speed_ms = 0.0;
+        track.vehicle.state.accel_ms2 = 0.0;
+        while track.now() < park_end {
+            track.vehicle.state.time += step;
+            samples.push(to_sample(&track.read()));
+        }
+        track.vehicle.state.ignition = true;
     }
     samples
 }
