@@ -791,8 +791,8 @@ impl FuelDetector {
             .collect();
         let frac = |v: f64| (v - dep.anchor) / d;
         // Work backwards from the end: the change point is where the smoothed level last
-        // crossed half the step, the ramp runs from its last point under 10 % to its first
-        // over 90 %. (Forwards, noise before the change would cross 10 % too early.)
+        // crossed half the step, the ramp runs from its last point under 10 % to the point
+        // after which it stays over 90 %. (Forwards, noise before the change would cross 10 % too early.)
         let n = smooth.len();
         let j50 = smooth
             .iter()
@@ -801,8 +801,8 @@ impl FuelDetector {
         let j10 = smooth[..j50].iter().rposition(|v| frac(*v) < 0.1).map_or(0, |j| j + 1);
         let j90 = smooth[j50..]
             .iter()
-            .position(|v| frac(*v) >= 0.9)
-            .map_or(n - 1, |k| k + j50);
+            .rposition(|v| frac(*v) < 0.9)
+            .map_or(j50, |k| (k + j50 + 1).min(n - 1));
         let (i10, i50, i90) = (j10 + from, j50 + from, j90 + from);
         let standing = self.buf.range(i10..=i90).filter(|p| p.stationary).count();
         let stationary = self.buf[i50].stationary || 2 * standing > i90 - i10 + 1;
