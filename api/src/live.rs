@@ -179,8 +179,10 @@ pub async fn ws(
             }
         };
         // 1008 policy violation would be wrong; 1013 "try again later" says "reconnect".
+        // The pipe may still be full of what the client has not read: give it time to
+        // drain so the reason arrives.
         let _ = tokio::time::timeout(
-            Duration::from_secs(1),
+            SEND_DEADLINE,
             socket.send(Message::Close(Some(CloseFrame {
                 code: 1013,
                 reason: reason.into(),
