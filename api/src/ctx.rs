@@ -38,15 +38,16 @@ enum Credential {
 }
 
 fn credential(parts: &Parts) -> Option<Credential> {
-    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(Credential::ApiKey(v.trim().to_string()));
-    }
+    // A bearer token wins over an API key when a client sends both.
     if let Some(v) = parts.headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let (scheme, token) = v.split_once(' ')?;
         if scheme.eq_ignore_ascii_case("bearer") {
             return Some(Credential::Bearer(token.trim().to_string()));
         }
         return None;
+    }
+    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(Credential::ApiKey(v.trim().to_string()));
     }
     // Browsers cannot set headers on a WebSocket or EventSource: the live stream takes the
     // access token as a query parameter instead (and only there).

@@ -98,6 +98,11 @@ impl From<sqlx::Error> for ApiError {
                 Some("23505") => return ApiError::conflict("already exists (a unique field is taken)"),
                 Some("23503") => return ApiError::validation("reference", "refers to something that does not exist"),
                 Some("23514") => return ApiError::validation("body", "violates a constraint"),
+                // NUL in text or in a JSON string: PostgreSQL cannot store it.
+                Some("22P05") | Some("22021") => {
+                    return ApiError::validation("body", "contains a NUL character, which cannot be stored");
+                }
+                Some("22001") => return ApiError::validation("body", "a value is too long"),
                 Some("22P02") | Some("22003") | Some("22007") | Some("22008") => {
                     return ApiError::bad_request("a value is out of range");
                 }

@@ -129,7 +129,60 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_routes().split_for_parts();
     let (_, auth_doc) = auth_routes().split_for_parts();
     doc.merge(auth_doc);
+    document_common_responses(&mut doc);
     doc
+}
+
+/// The answers every operation can give, documented once here rather than on each.
+fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let err = |d: &str| {
+        ResponseBuilder::new()
+            .description(d)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = path.starts_with("/api/v1/auth/") || path == "/ready";
+        let with_id = path.contains("{id}");
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.put,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let has_body = op.request_body.is_some();
+            let mut add = |code: &str, d: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| err(d).into());
+            };
+            add("400", "Malformed request (query or JSON syntax)");
+            add("429", "Rate limited");
+            if !public {
+                add("401", "Missing, invalid or expired credentials");
+                add("403", "The caller's role (or API key scope) may not do this");
+            }
+            if has_body {
+                add("413", "Body too large");
+                add("415", "Body is not JSON");
+                add("422", "Validation failed (details.fields)");
+            }
+            if with_id {
+                add("404", "No such object in the caller's tenant");
+            }
+        }
+    }
 }
 
 /// Rate-limit key: the credential (so one key or user cannot starve others), else the

@@ -475,6 +475,27 @@ async fn bodies_reject_unknown_fields_and_errors_have_one_shape() {
     assert!(r.json["error"]["code"].is_string());
     let r = app.call("GET", "/api/v1/vehicles?cursor=zzz", Some(&tok), None).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // NUL cannot be stored by PostgreSQL: a client mistake, not a 500.
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/drivers",
+            Some(&tok),
+            Some(json!({"name": "a\u{0}b", "attributes": {"k": "\u{0}"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Both credentials: the bearer token is used.
+    let r = app
+        .call_with(
+            "GET",
+            "/api/v1/me",
+            Some(&tok),
+            None,
+            &[("x-api-key", "ck_000000000000_junk")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     // Every response carries a request id.
     assert!(r.headers.contains_key("x-request-id"));
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
