@@ -378,6 +378,9 @@ pub async fn patch_tenant(
     {
         return Err(ApiError::validation("settings", "must be an object"));
     }
+    if let Some(s) = &p.settings {
+        crate::resources::check_json("settings", s)?;
+    }
     Ok(Json(
         sqlx::query_as(
             "UPDATE tenants SET name = coalesce($2, name), settings = coalesce($3, settings) WHERE id = $1 \

@@ -485,6 +485,16 @@ async fn bodies_reject_unknown_fields_and_errors_have_one_shape() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // A number jsonb keeps but cannot hand back as f64.
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/drivers",
+            Some(&tok),
+            Some(json!({"name": "n", "attributes": {"x": 1.7976931348623155e308}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     // Both credentials: the bearer token is used.
     let r = app
         .call_with(

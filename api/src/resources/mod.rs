@@ -107,7 +107,31 @@ pub fn check_attributes(v: &serde_json::Value) -> ApiResult<()> {
     if !v.is_object() {
         return Err(ApiError::validation("attributes", "must be an object"));
     }
-    Ok(())
+    check_json("attributes", v)
+}
+
+/// JSON the store keeps as jsonb must read back: PostgreSQL prints numbers exactly, and a
+/// value near the f64 limit can come back out of range for the reader. Also bounds depth.
+pub fn check_json(field: &str, v: &serde_json::Value) -> ApiResult<()> {
+    fn walk(v: &serde_json::Value, depth: usize) -> bool {
+        if depth > 32 {
+            return false;
+        }
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() < 1e300),
+            serde_json::Value::Array(a) => a.iter().all(|x| walk(x, depth + 1)),
+            serde_json::Value::Object(o) => o.values().all(|x| walk(x, depth + 1)),
+            _ => true,
+        }
+    }
+    if walk(v, 0) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            field,
+            "numbers must be below 1e300 in magnitude and nesting at most 32 deep",
+        ))
+    }
 }
 
 /// `(sql fragment for id comparison, order)` for a keyset list.

@@ -716,6 +716,7 @@ pub struct GeofenceBody {
 /// Validates with the geofence crate exactly as the operator will load it.
 fn validate_fence(name: &str, geojson: &Value, attributes: &Value) -> ApiResult<()> {
     check_attributes(attributes)?;
+    super::check_json("geojson", geojson)?;
     let mut feature = match geojson.get("type").and_then(Value::as_str) {
         Some("Feature") => geojson.clone(),
         Some(_) => json!({ "type": "Feature", "geometry": geojson, "properties": {} }),
