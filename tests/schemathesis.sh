@@ -16,9 +16,15 @@ set -euo pipefail
 BASE=${BASE:-http://127.0.0.1:8080}
 ST=${ST:-st}
 : "${EMAIL:?set EMAIL to an admin user}" "${PASSWORD:?set PASSWORD}"
-token=$(curl -sf -X POST "$BASE/api/v1/auth/login" -H 'content-type: application/json' \
-  -d "{\"email\": \"$EMAIL\", \"password\": \"$PASSWORD\"}" \
-  | python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])')
+# The login route is rate-limited per client (1/s, burst 10): after an earlier run, wait.
+token=
+for _ in $(seq 1 30); do
+  token=$(curl -sf -X POST "$BASE/api/v1/auth/login" -H 'content-type: application/json' \
+    -d "{\"email\": \"$EMAIL\", \"password\": \"$PASSWORD\"}" \
+    | python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])' 2>/dev/null) && break
+  sleep 1
+done
+[ -n "$token" ] || { echo "cannot log in as $EMAIL at $BASE" >&2; exit 2; }
 exec "$ST" run "$BASE/api/openapi.json" \
   --url "$BASE" \
   -H "Authorization: Bearer $token" \

@@ -173,10 +173,11 @@ fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                 add("401", "Missing, invalid or expired credentials");
                 add("403", "The caller's role (or API key scope) may not do this");
             }
+            // Query parameters are validated too, so any operation can answer 422.
+            add("422", "Validation failed (details.fields)");
             if has_body {
                 add("413", "Body too large");
                 add("415", "Body is not JSON");
-                add("422", "Validation failed (details.fields)");
             }
             if with_id {
                 add("404", "No such object in the caller's tenant");
