@@ -21,6 +21,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub bus: BusConfig,
     pub store: StoreConfig,
+    /// `[api]`: the fleet API on the HTTP port.
+    pub api: api::ApiConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             bus: BusConfig::default(),
             store,
+            api: api::ApiConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod decode;
 mod device;
 mod roles;
 mod serve;
+mod user;
 
 #[derive(Debug, Parser)]
 #[command(name = "clutch", version, about = "Clutch telematics backend")]
@@ -28,6 +29,8 @@ enum Command {
     Device(device::DeviceArgs),
     /// The database: print its URL, show the storage mode, apply migrations.
     Db(db::DbArgs),
+    /// API users: `add` bootstraps an admin.
+    User(user::UserArgs),
     /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
     Sim(firmware_sim::cli::SimArgs),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Device(args) => device::run(args),
         Command::Db(args) => db::run(args),
+        Command::User(args) => user::run(args),
         Command::Sim(args) => firmware_sim::cli::main(args),
     }
 }

@@ -150,12 +150,21 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the HTTP port {addr}"))?;
+        let mut api_config = config.api.clone();
+        if api_config.jwt_secret.is_none() && api_config.jwt_secret_file.is_none() {
+            api_config.jwt_secret_file = Some(config.store.managed.data_dir.join("api-jwt.key"));
+        }
+        let secret = api_config.load_secret().context("API token secret")?;
+        let api_state = api::AppState::new(pool.clone(), api_config, &secret, Some(bus.clone() as api::DeviceBus));
         let app = ingest::http::router(ingest::http::HttpState {
             pool: pool.clone(),
             metrics: metrics.clone(),
-        });
+        })
+        .merge(api::router(api_state));
         let stop = stop.clone();
         tasks.spawn(async move {
+            // Connect info: rate limits key unauthenticated callers by address.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
@@ -163,7 +172,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%addr, "listening (http: /health, /metrics)");
+        tracing::info!(%addr, "listening (http: /health, /metrics, /ready, /api/v1, /docs)");
     }
     tasks.spawn(sample_gauges(stop.clone(), bus.clone(), writer.clone()));
 

@@ -45,7 +45,7 @@ pub async fn claim<T: DeserializeOwned>(
         return Err(ServiceError::invalid("Idempotency-Key must be 1 to 255 characters"));
     }
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO service_idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(scope)
     .bind(key)
@@ -57,7 +57,7 @@ pub async fn claim<T: DeserializeOwned>(
         return Ok(Claim::Fresh);
     }
     let (stored_hash, status, response): (Vec<u8>, Option<i32>, Option<serde_json::Value>) = sqlx::query_as(
-        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        "SELECT request_hash, status_code, response FROM service_idempotency_keys WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
     .bind(key)
@@ -78,7 +78,7 @@ pub async fn claim<T: DeserializeOwned>(
 /// Stores the successful outcome under the key claimed in this transaction.
 pub async fn complete(conn: &mut PgConnection, scope: &str, key: &str, response: &impl Serialize) -> Result<()> {
     let v = serde_json::to_value(response).map_err(|e| ServiceError::invalid(e.to_string()))?;
-    sqlx::query("UPDATE idempotency_keys SET status_code = 200, response = $3 WHERE scope = $1 AND key = $2")
+    sqlx::query("UPDATE service_idempotency_keys SET status_code = 200, response = $3 WHERE scope = $1 AND key = $2")
         .bind(scope)
         .bind(key)
         .bind(v)
@@ -100,7 +100,7 @@ pub async fn record_error(pool: &PgPool, scope: &str, key: &str, hash: &[u8], e:
         message: e.to_string(),
     };
     sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO service_idempotency_keys (scope, key, request_hash, status_code, response) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT DO NOTHING",
     )
     .bind(scope)
@@ -117,7 +117,7 @@ pub async fn record_error(pool: &PgPool, scope: &str, key: &str, hash: &[u8], e:
 pub async fn purge(pool: &PgPool, hours: i64) -> Result<u64> {
     let hours = hours.max(24);
     Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1::int)")
+        sqlx::query("DELETE FROM service_idempotency_keys WHERE created_at < now() - make_interval(hours => $1::int)")
             .bind(hours as i32)
             .execute(pool)
             .await?

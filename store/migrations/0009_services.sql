@@ -153,7 +153,7 @@ CREATE TABLE tax_rates (
 
 -- Idempotency for mutating requests: the same (scope, key) with the same request returns
 -- the stored response; with a different request it is an error. Kept at least 24 h.
-CREATE TABLE idempotency_keys (
+CREATE TABLE service_idempotency_keys (
     scope         text NOT NULL,
     key           text NOT NULL,
     request_hash  bytea NOT NULL,
@@ -162,7 +162,7 @@ CREATE TABLE idempotency_keys (
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scope, key)
 );
-CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
+CREATE INDEX service_idempotency_keys_created_idx ON service_idempotency_keys (created_at);
 
 -- A payment: authorised, then captured (at most the authorised amount), then refunded
 -- (at most the captured amount). The CHECKs hold under any interleaving because every
