@@ -160,7 +160,9 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             pool: pool.clone(),
             metrics: metrics.clone(),
         })
-        .merge(api::router(api_state));
+        .merge(api::router(api_state))
+        // The fleet dashboard at `/`, assets embedded in the binary.
+        .merge(dashboard::router());
         let stop = stop.clone();
         tasks.spawn(async move {
             // Connect info: rate limits key unauthenticated callers by address.
@@ -172,7 +174,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%addr, "listening (http: /health, /metrics, /ready, /api/v1, /docs)");
+        tracing::info!(%addr, "listening (http: / dashboard, /health, /metrics, /ready, /api/v1, /docs)");
     }
     tasks.spawn(sample_gauges(stop.clone(), bus.clone(), writer.clone()));
 
