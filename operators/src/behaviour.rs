@@ -12,7 +12,8 @@
 //!
 //! Overspeed: speed above the lower of the absolute limit and the limits of the zones
 //! (geofence rules) the device is in, for `overspeed_min_duration_s`; magnitude is the
-//! peak km/h over the limit, severity from `overspeed_bands_kmh`.
+//! peak km/h over the limit, severity from `overspeed_bands_kmh`. An episode ends once the
+//! speed has been back under the limit for `overspeed_end_grace_s`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,9 @@ struct Overspeed {
     max_kmh: f64,
     lat: f64,
     lon: f64,
+    /// First fix back under the limit; the episode ends once that lasts the grace time.
+    #[serde(default)]
+    under_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -184,13 +188,18 @@ impl Behaviour {
         };
         // A bad fix says nothing about speed unless it came from the engine bus.
         match &mut self.overspeed {
-            Some(o) if speed > o.limit.min(limit.kmh) => {
+            Some(o) if speed > limit.kmh => {
                 o.last = f.time;
+                o.under_since = None;
                 o.max_kmh = o.max_kmh.max(speed);
                 if limit.kmh < o.limit {
                     o.limit = limit.kmh;
                     o.zone = limit.zone;
                 }
+            }
+            // A short dip (a GPS speed glitch, a lift of the foot) does not split an episode.
+            Some(o) if secs(o.under_since.unwrap_or(f.time), f.time) < cfg.overspeed_end_grace_s as f64 => {
+                o.under_since.get_or_insert(f.time);
             }
             Some(_) => {
                 let o = self.overspeed.take().expect("matched");
@@ -206,6 +215,7 @@ impl Behaviour {
                     max_kmh: speed,
                     lat: f.lat,
                     lon: f.lon,
+                    under_since: None,
                 })
             }
             None => {}

@@ -150,6 +150,8 @@ pub struct BehaviourConfig {
     /// Absolute speed limit, km/h (zone limits from geofence rules apply below it).
     pub speed_limit_kmh: f64,
     pub overspeed_min_duration_s: i64,
+    /// Back under the limit this long ends an overspeed episode (shorter dips are part of it).
+    pub overspeed_end_grace_s: i64,
     /// Severity bands: km/h over the limit for `medium`, `high`, `critical` (below: `low`).
     pub overspeed_bands_kmh: [f64; 3],
 }
@@ -194,6 +196,7 @@ impl Default for BehaviourConfig {
             gps_smoothing: 0.7,
             speed_limit_kmh: 90.0,
             overspeed_min_duration_s: 3,
+            overspeed_end_grace_s: 5,
             overspeed_bands_kmh: [10.0, 20.0, 30.0],
         }
     }
