@@ -10,6 +10,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ingest::IngestConfig;
+use operators::OperatorsConfig;
 use serde::{Deserialize, Serialize};
 use store::StoreConfig;
 use stream::BusConfig;
@@ -21,6 +22,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub bus: BusConfig,
     pub store: StoreConfig,
+    /// `[operators]`: trips, behaviour, geofences, online/offline (operators crate).
+    pub operators: OperatorsConfig,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             bus: BusConfig::default(),
             store,
+            operators: OperatorsConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod db;
 mod decode;
 mod device;
+mod score;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,8 @@ enum Command {
     Device(device::DeviceArgs),
     /// The database: print its URL, show the storage mode, apply migrations.
     Db(db::DbArgs),
+    /// Precision and recall of detected events against a firmware-sim ground truth.
+    Score(score::ScoreArgs),
     /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
     Sim(firmware_sim::cli::SimArgs),
 }
@@ -39,5 +42,6 @@ fn main() -> ExitCode {
         Command::Device(args) => device::run(args),
         Command::Db(args) => db::run(args),
         Command::Sim(args) => firmware_sim::cli::main(args),
+        Command::Score(args) => score::run(args),
     }
 }

@@ -85,6 +85,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.ingest.unknown_devices,
         config.ingest.default_tenant.clone(),
     ));
+    // Operators subscribe before any device can connect, so they see every batch.
+    let operators = if config.operators.enabled {
+        let handle = operators::start(
+            pool.clone(),
+            bus.as_ref(),
+            config.operators.clone(),
+            Arc::new(operators::SystemClock),
+            None,
+        )
+        .await
+        .context("starting the stream operators")?;
+        Some(handle)
+    } else {
+        None
+    };
     let ingest = Ingest::new(config.ingest.clone(), registry, bus.clone());
     let listening = ingest.start_configured().await?;
 
@@ -127,6 +142,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     stop.cancel();
     tasks.close();
     tasks.wait().await;
+    // Write what they have and checkpoint, while the store is still up.
+    if let Some(ops) = operators {
+        ops.stop().await;
+    }
     drop(bus);
     writer.shutdown().await;
     maint_stop.send_replace(true);
