@@ -130,4 +130,20 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn operators_section_has_defaults_and_layers() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, None).expect("defaults");
+            assert!(c.operators.enabled);
+            assert_eq!(c.operators.behaviour.speed_limit_kmh, 90.0);
+            jail.set_env("CLUTCH__OPERATORS__BEHAVIOUR__SPEED_LIMIT_KMH", "110");
+            jail.create_file("o.toml", "[operators]\noffline_timeout_s = 120\n")?;
+            let c = Config::load(Some(Path::new("o.toml")), None).expect("loads");
+            assert_eq!(c.operators.behaviour.speed_limit_kmh, 110.0);
+            assert_eq!(c.operators.offline_timeout_s, 120);
+            Ok(())
+        });
+    }
 }
