@@ -26,6 +26,13 @@
 //! `bus_offset` column holds the last in-process delivery sequence, for diagnostics only
 //! (a persistent bus backend would resume from it).
 //!
+//! # Timers
+//!
+//! Timers (offline, trip end after silence, open episodes) compare a device's last
+//! arrival with "now". While deliveries are flowing, "now" is the latest arrival time
+//! processed (never ahead of the clock), so a runtime working through a backlog does not
+//! mistake it for silence; when the bus is idle it is the [`Clock`].
+//!
 //! # Publishing
 //!
 //! Events are published on a `tokio::sync::broadcast` of [`OperatorEvent`]
@@ -220,6 +227,8 @@ pub async fn start(
         events: events.clone(),
         stats: RuntimeStats::default(),
         last_offset: 0,
+        watermark: None,
+        last_delivery: Instant::now(),
     };
     let task = tokio::spawn(rt.run(sub, cmd_rx, fence_rx, stop.clone()));
     Ok(OperatorsHandle {
@@ -288,9 +297,22 @@ struct Runtime {
     events: broadcast::Sender<OperatorEvent>,
     stats: RuntimeStats,
     last_offset: u64,
+    /// Latest arrival time processed, and when the last delivery came: while batches
+    /// are flowing, timers run at the data's time, not the clock's, so a runtime that is
+    /// behind the bus does not take its own backlog for silent devices.
+    watermark: Option<DateTime<Utc>>,
+    last_delivery: Instant,
 }
 
 impl Runtime {
+    fn timer_now(&self, busy_for: Duration) -> DateTime<Utc> {
+        let now = self.clock.now();
+        match self.watermark {
+            Some(w) if self.last_delivery.elapsed() < busy_for => w.min(now),
+            _ => now,
+        }
+    }
+
     async fn run(
         mut self,
         mut sub: Subscription<DeviceBatch>,
@@ -335,7 +357,8 @@ impl Runtime {
             // Timers run here too, so a busy bus cannot starve them.
             if last_tick.elapsed() >= tick_every {
                 last_tick = Instant::now();
-                self.engine.tick(self.clock.now());
+                let now = self.timer_now(tick_every);
+                self.engine.tick(now);
             }
             if last_flush.elapsed() >= flush_every || self.engine.pending_events() >= self.cfg.flush_max_events {
                 last_flush = Instant::now();
@@ -394,6 +417,10 @@ impl Runtime {
             return;
         }
         let device = batch.device_id;
+        self.last_delivery = Instant::now();
+        if let Some(t) = batch.positions.iter().map(|p| p.server_time).max() {
+            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
+        }
         if !self.engine.knows_device(device) {
             self.lookup_device(device).await;
         }
