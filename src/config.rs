@@ -10,6 +10,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ingest::IngestConfig;
+use operators::OperatorsConfig;
 use serde::{Deserialize, Serialize};
 use store::StoreConfig;
 use stream::BusConfig;
@@ -23,6 +24,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[api]`: the fleet API on the HTTP port.
     pub api: api::ApiConfig,
+    /// `[operators]`: trips, behaviour, geofences, online/offline (operators crate).
+    pub operators: OperatorsConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             store,
             api: api::ApiConfig::default(),
+            operators: OperatorsConfig::default(),
         }
     }
 }
@@ -129,6 +133,22 @@ mod tests {
             jail.create_file("bad.toml", "[ingest]\nmax_conections = 7\n")?;
             let e = Config::load(Some(Path::new("bad.toml")), None).expect_err("typo rejected");
             assert!(e.to_string().contains("max_conections"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn operators_section_has_defaults_and_layers() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, None).expect("defaults");
+            assert!(c.operators.enabled);
+            assert_eq!(c.operators.behaviour.speed_limit_kmh, 90.0);
+            jail.set_env("CLUTCH__OPERATORS__BEHAVIOUR__SPEED_LIMIT_KMH", "110");
+            jail.create_file("o.toml", "[operators]\noffline_timeout_s = 120\n")?;
+            let c = Config::load(Some(Path::new("o.toml")), None).expect("loads");
+            assert_eq!(c.operators.behaviour.speed_limit_kmh, 110.0);
+            assert_eq!(c.operators.offline_timeout_s, 120);
             Ok(())
         });
     }

@@ -9,6 +9,7 @@ mod db;
 mod decode;
 mod device;
 mod roles;
+mod score;
 mod serve;
 mod user;
 
@@ -31,6 +32,8 @@ enum Command {
     Db(db::DbArgs),
     /// API users: `add` bootstraps an admin.
     User(user::UserArgs),
+    /// Precision and recall of detected events against a firmware-sim ground truth.
+    Score(score::ScoreArgs),
     /// Simulate devices: `run` a fleet, `replay` a capture, `check` a server's acks.
     Sim(firmware_sim::cli::SimArgs),
 }
@@ -44,5 +47,6 @@ fn main() -> ExitCode {
         Command::Db(args) => db::run(args),
         Command::User(args) => user::run(args),
         Command::Sim(args) => firmware_sim::cli::main(args),
+        Command::Score(args) => score::run(args),
     }
 }

@@ -110,6 +110,22 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         ),
         Backend::Fluvio => fluvio_bus(&config).await?,
     };
+    // Operators subscribe before any device can connect, so they see every batch; they
+    // catch up from the store for whatever the bus does not replay.
+    let operators = if config.operators.enabled && roles.has(Role::Operators) {
+        let handle = operators::start(
+            pool.clone(),
+            bus.as_ref(),
+            config.operators.clone(),
+            Arc::new(operators::SystemClock),
+            None,
+        )
+        .await
+        .context("starting the stream operators")?;
+        Some(handle)
+    } else {
+        None
+    };
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -226,6 +242,10 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     tasks.close();
     tasks.wait().await;
     drop(ingest);
+    // Write what they have and checkpoint, while the store is still up.
+    if let Some(ops) = operators {
+        ops.stop().await;
+    }
     drop(bus);
     writer.shutdown().await;
     maint_stop.send_replace(true);

@@ -1,0 +1,597 @@
+//! The operators on the bus: one task that consumes [`stream::Bus`] deliveries in order,
+//! drives the [`Engine`], writes its output and checkpoints its state.
+//!
+//! # Delivery, restart and lag
+//!
+//! In-process the bus is a live tap: nothing is replayed to a subscriber, and its
+//! offsets restart with the process. The store is what can be replayed, so resumption is
+//! keyed by the data, not by bus offsets:
+//!
+//! 1. Subscribe first, so every batch made durable from now on will be seen.
+//! 2. Restore the checkpoint: per device its state and its **cursor** (the fix time of
+//!    the last fix processed).
+//! 3. Catch up from the store: every device whose latest stored fix
+//!    (`device_last_position`) is past its cursor has its positions after the cursor
+//!    replayed in fix-time order (at most `max_catch_up_s` back from its latest fix).
+//! 4. Process live deliveries. A fix at or before the device's cursor is skipped, so a
+//!    batch that was both read from the store in step 3 and delivered live is processed
+//!    once.
+//!
+//! A subscriber that lags (the bus tells how many batches it missed) runs step 3 again:
+//! the missed batches were durable before the lag was reported, so the store has them.
+//!
+//! Checkpoints are written only after the events and trips they reflect are in the
+//! store. A crash between the two re-emits events from the last checkpoint on; their
+//! unique key (device, kind, time) and the trips' (device, start time) absorb them. The
+//! `bus_offset` column holds the last in-process delivery sequence, for diagnostics only
+//! (a persistent bus backend would resume from it).
+//!
+//! # Timers
+//!
+//! Timers (offline, trip end after silence, open episodes) compare a device's last
+//! arrival with "now". While deliveries are flowing, "now" is the latest arrival time
+//! processed (never ahead of the clock), so a runtime working through a backlog does not
+//! mistake it for silence; when the bus is idle it is the [`Clock`].
+//!
+//! # Publishing
+//!
+//! Events are published on a `tokio::sync::broadcast` of [`OperatorEvent`]
+//! ([`OperatorsHandle::subscribe`]) after they are written, so the API never shows an
+//! event the store does not have. A slow subscriber loses the oldest events (broadcast
+//! lag) and can read them from the store.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ingest::DeviceBatch;
+use sqlx::{AssertSqlSafe, PgPool};
+use stream::{Bus, RecvError, Subscription};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OperatorsConfig;
+use crate::detector::DetectorFactory;
+use crate::engine::{DeviceInfo, Engine, EngineStats, Output};
+use crate::event::OperatorEvent;
+use crate::fences::FenceSet;
+use crate::sink;
+
+/// Where "now" comes from for timers.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(t: DateTime<Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(t)))
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorsError {
+    #[error("operators: database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("operators: task failed: {0}")]
+    Task(String),
+}
+
+/// What the runtime has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeStats {
+    pub engine: EngineStats,
+    pub deliveries: u64,
+    pub lagged_batches: u64,
+    pub catch_ups: u64,
+    pub caught_up_fixes: u64,
+    pub events_written: u64,
+    pub flush_errors: u64,
+    pub checkpoints: u64,
+    pub fence_reloads: u64,
+}
+
+enum Cmd {
+    Sync(oneshot::Sender<RuntimeStats>),
+    Tick(oneshot::Sender<RuntimeStats>),
+    Checkpoint(oneshot::Sender<Result<(), String>>),
+    CatchUp(oneshot::Sender<RuntimeStats>),
+}
+
+/// The running operators.
+#[derive(Debug)]
+pub struct OperatorsHandle {
+    cmd: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<OperatorEvent>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OperatorsHandle {
+    /// Operator events, after they are in the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<OperatorEvent> {
+        self.events.subscribe()
+    }
+
+    /// The sender, for components that want to hand out receivers later.
+    pub fn events(&self) -> broadcast::Sender<OperatorEvent> {
+        self.events.clone()
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(f(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Processes every delivery already made, writes the output, returns the stats.
+    pub async fn sync(&self) -> Option<RuntimeStats> {
+        self.ask(Cmd::Sync).await
+    }
+
+    /// Runs the timers now (at the clock's time) and writes the output.
+    pub async fn tick(&self) -> Option<RuntimeStats> {
+        self.ask(Cmd::Tick).await
+    }
+
+    pub async fn checkpoint(&self) -> Result<(), String> {
+        self.ask(Cmd::Checkpoint)
+            .await
+            .unwrap_or(Err("operators stopped".into()))
+    }
+
+    /// Replays from the store as after a lag.
+    pub async fn catch_up(&self) -> Option<RuntimeStats> {
+        self.ask(Cmd::CatchUp).await
+    }
+
+    /// Stops: the output so far is written and the state checkpointed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "operators task ended abnormally");
+        }
+    }
+}
+
+/// Starts the operators on `bus`. Returns once subscribed and restored; the catch-up
+/// from the store runs first thing in the task (a [`OperatorsHandle::sync`] returns
+/// after it).
+pub async fn start(
+    pool: PgPool,
+    bus: &dyn Bus<DeviceBatch>,
+    cfg: OperatorsConfig,
+    clock: Arc<dyn Clock>,
+    detectors: Option<DetectorFactory>,
+) -> Result<OperatorsHandle, OperatorsError> {
+    let sub = bus.subscribe();
+    let cfg = Arc::new(cfg);
+    let mut engine = Engine::new(cfg.clone());
+    if let Some(f) = detectors {
+        engine.set_detectors(f);
+    }
+    engine.set_fences(Arc::new(FenceSet::load(&pool).await?));
+    load_device_info(&pool, &mut engine).await?;
+    let parts = cfg.checkpoint_partitions.max(1) as i32;
+    sqlx::query("DELETE FROM operator_checkpoints WHERE operator = $1 AND shard >= $2")
+        .bind(&cfg.name)
+        .bind(parts)
+        .execute(&pool)
+        .await?;
+    let saved: Vec<(i32, Vec<u8>)> =
+        sqlx::query_as("SELECT shard, state FROM operator_checkpoints WHERE operator = $1 ORDER BY shard")
+            .bind(&cfg.name)
+            .fetch_all(&pool)
+            .await?;
+    let mut restored = 0;
+    for (shard, state) in saved {
+        match engine.restore(&state) {
+            Ok(n) => restored += n,
+            Err(e) => tracing::warn!(shard, error = %e, "checkpoint unreadable; its devices replay from the store"),
+        }
+    }
+    tracing::info!(devices = restored, fences = engine.fences().count, "operators restored");
+
+    let (events, _) = broadcast::channel(cfg.publish_capacity.max(16));
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (fence_tx, fence_rx) = mpsc::channel(1);
+    let stop = CancellationToken::new();
+    tokio::spawn(listen_fences(pool.clone(), fence_tx, stop.clone()));
+    let rt = Runtime {
+        pool,
+        cfg,
+        clock,
+        engine,
+        pending: Output::default(),
+        events: events.clone(),
+        stats: RuntimeStats::default(),
+        last_offset: 0,
+        watermark: None,
+        last_delivery: Instant::now(),
+    };
+    let task = tokio::spawn(rt.run(sub, cmd_rx, fence_rx, stop.clone()));
+    Ok(OperatorsHandle {
+        cmd: cmd_tx,
+        events,
+        stop,
+        task,
+    })
+}
+
+async fn load_device_info(pool: &PgPool, engine: &mut Engine) -> Result<(), sqlx::Error> {
+    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(DEVICE_INFO_SQL).fetch_all(pool).await?;
+    for (id, tenant, class) in rows {
+        engine.set_device_info(
+            id,
+            DeviceInfo {
+                tenant_id: Some(tenant),
+                class,
+            },
+        );
+    }
+    Ok(())
+}
+
+const DEVICE_INFO_SQL: &str = "SELECT d.id, d.tenant_id, \
+     coalesce(v.attributes->>'class', d.attributes->>'vehicle_class') \
+     FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id";
+
+/// Wakes the runtime on `NOTIFY clutch_geofences`; reconnects after errors.
+async fn listen_fences(pool: PgPool, tx: mpsc::Sender<()>, stop: CancellationToken) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen("clutch_geofences").await?;
+            // Changes made while (re)connecting are picked up by one reload now.
+            let _ = tx.try_send(());
+            loop {
+                l.recv().await?;
+                let _ = tx.try_send(());
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "geofence listener failed; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+struct Runtime {
+    pool: PgPool,
+    cfg: Arc<OperatorsConfig>,
+    clock: Arc<dyn Clock>,
+    engine: Engine,
+    /// Output not yet in the store (a write failed): retried, and no checkpoint until it is.
+    pending: Output,
+    events: broadcast::Sender<OperatorEvent>,
+    stats: RuntimeStats,
+    last_offset: u64,
+    /// Latest arrival time processed, and when the last delivery came: while batches
+    /// are flowing, timers run at the data's time, not the clock's, so a runtime that is
+    /// behind the bus does not take its own backlog for silent devices.
+    watermark: Option<DateTime<Utc>>,
+    last_delivery: Instant,
+}
+
+impl Runtime {
+    fn timer_now(&self, busy_for: Duration) -> DateTime<Utc> {
+        let now = self.clock.now();
+        match self.watermark {
+            Some(w) if self.last_delivery.elapsed() < busy_for => w.min(now),
+            _ => now,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut sub: Subscription<DeviceBatch>,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut fences: mpsc::Receiver<()>,
+        stop: CancellationToken,
+    ) {
+        self.catch_up().await;
+        let tick_every = Duration::from_millis(self.cfg.tick_interval_ms.max(10));
+        let flush_every = Duration::from_millis(self.cfg.flush_interval_ms.max(1));
+        let ckpt_every = Duration::from_secs(self.cfg.checkpoint_interval_s.max(1));
+        let reload_every = Duration::from_secs(self.cfg.geofences.reload_interval_s.max(1));
+        let (mut last_tick, mut last_flush, mut last_ckpt, mut last_reload) =
+            (Instant::now(), Instant::now(), Instant::now(), Instant::now());
+        let mut wake = tokio::time::interval(tick_every.min(flush_every));
+        wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bus_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = sub.recv(), if bus_open => match r {
+                    Ok(d) => {
+                        self.stats.deliveries += 1;
+                        self.last_offset = d.offset.seq;
+                        self.deliver(&d.batch).await;
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "operators lagged behind the bus; catching up from the store");
+                        self.stats.lagged_batches += n;
+                        self.catch_up().await;
+                    }
+                    Err(RecvError::Closed) => bus_open = false,
+                },
+                Some(cmd) = cmds.recv() => self.command(cmd).await,
+                Some(()) = fences.recv() => {
+                    self.reload().await;
+                    last_reload = Instant::now();
+                }
+                _ = wake.tick() => {}
+            }
+            // Timers run here too, so a busy bus cannot starve them.
+            if last_tick.elapsed() >= tick_every {
+                last_tick = Instant::now();
+                let now = self.timer_now(tick_every);
+                self.engine.tick(now);
+            }
+            if last_flush.elapsed() >= flush_every || self.engine.pending_events() >= self.cfg.flush_max_events {
+                last_flush = Instant::now();
+                self.flush().await;
+            }
+            if last_ckpt.elapsed() >= ckpt_every {
+                last_ckpt = Instant::now();
+                if let Err(e) = self.checkpoint().await {
+                    tracing::warn!(error = %e, "operator checkpoint failed; retrying later");
+                }
+            }
+            if last_reload.elapsed() >= reload_every {
+                last_reload = Instant::now();
+                self.reload().await;
+            }
+        }
+        self.flush().await;
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!(error = %e, "final operator checkpoint failed; the next start replays from the store");
+        }
+        tracing::info!(stats = ?self.stats, "operators stopped");
+    }
+
+    async fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Sync(tx) => {
+                self.flush().await;
+                let _ = tx.send(self.stats());
+            }
+            Cmd::Tick(tx) => {
+                self.engine.tick(self.clock.now());
+                self.flush().await;
+                let _ = tx.send(self.stats());
+            }
+            Cmd::Checkpoint(tx) => {
+                self.flush().await;
+                let _ = tx.send(self.checkpoint().await.map_err(|e| e.to_string()));
+            }
+            Cmd::CatchUp(tx) => {
+                self.catch_up().await;
+                self.flush().await;
+                let _ = tx.send(self.stats());
+            }
+        }
+    }
+
+    fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            engine: self.engine.stats(),
+            ..self.stats
+        }
+    }
+
+    async fn deliver(&mut self, batch: &DeviceBatch) {
+        if batch.positions.is_empty() {
+            return;
+        }
+        let device = batch.device_id;
+        self.last_delivery = Instant::now();
+        if let Some(t) = batch.positions.iter().map(|p| p.server_time).max() {
+            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
+        }
+        if !self.engine.knows_device(device) {
+            self.lookup_device(device).await;
+        }
+        self.engine.process(device, &batch.positions);
+    }
+
+    async fn lookup_device(&mut self, device: i64) {
+        let sql = format!("{DEVICE_INFO_SQL} WHERE d.id = $1");
+        let row: Result<Option<(i64, i64, Option<String>)>, _> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(device)
+            .fetch_optional(&self.pool)
+            .await;
+        let info = match row {
+            Ok(Some((_, tenant, class))) => DeviceInfo {
+                tenant_id: Some(tenant),
+                class,
+            },
+            Ok(None) => DeviceInfo::default(),
+            Err(e) => {
+                tracing::warn!(device, error = %e, "device lookup failed; no fences for it until the next reload");
+                DeviceInfo::default()
+            }
+        };
+        self.engine.set_device_info(device, info);
+    }
+
+    async fn reload(&mut self) {
+        match FenceSet::load(&self.pool).await {
+            Ok(f) => {
+                self.stats.fence_reloads += 1;
+                tracing::debug!(fences = f.count, rejected = f.rejected.len(), "geofences reloaded");
+                self.engine.set_fences(Arc::new(f));
+            }
+            Err(e) => tracing::warn!(error = %e, "geofence reload failed; keeping the previous fences"),
+        }
+        if let Err(e) = load_device_info(&self.pool, &mut self.engine).await {
+            tracing::warn!(error = %e, "device reload failed");
+        }
+    }
+
+    /// Replays from the store what the cursors have not seen (see the module docs).
+    async fn catch_up(&mut self) {
+        self.stats.catch_ups += 1;
+        let latest: Vec<(i64, DateTime<Utc>)> =
+            match sqlx::query_as("SELECT device_id, fix_time FROM device_last_position")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up failed: cannot read latest positions");
+                    return;
+                }
+            };
+        let window = chrono::Duration::seconds(self.cfg.max_catch_up_s.min(i64::MAX as u64 / 2) as i64);
+        const PAGE: i64 = 5000;
+        for (device, last) in latest {
+            let cursor = self.engine.cursor(device);
+            if cursor.is_some_and(|c| last <= c) {
+                continue;
+            }
+            if !self.engine.knows_device(device) {
+                self.lookup_device(device).await;
+            }
+            let floor = last - window;
+            let mut from = cursor.map_or(floor, |c| c.max(floor));
+            let mut inclusive = cursor.is_none_or(|c| c < floor);
+            loop {
+                let op = if inclusive { ">=" } else { ">" };
+                let sql = format!(
+                    "SELECT {} FROM positions WHERE device_id = $1 AND fix_time {op} $2 AND fix_time <= $3 \
+                     ORDER BY fix_time LIMIT $4",
+                    store::copy::POSITION_COLUMNS
+                );
+                let rows: Vec<store::PositionRow> = match sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(device)
+                    .bind(from)
+                    .bind(last)
+                    .bind(PAGE)
+                    .fetch_all(&self.pool)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(device, error = %e, "catch-up read failed");
+                        break;
+                    }
+                };
+                let n = rows.len();
+                if let Some(r) = rows.last() {
+                    from = r.fix_time;
+                }
+                inclusive = false;
+                self.stats.caught_up_fixes += n as u64;
+                self.engine.process(device, &rows);
+                if self.engine.pending_events() >= self.cfg.flush_max_events {
+                    self.flush().await;
+                }
+                if (n as i64) < PAGE {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        let out = self.engine.take_output();
+        self.pending.events.extend(out.events);
+        self.pending.trips.extend(out.trips);
+        if self.pending.is_empty() {
+            return;
+        }
+        let r = async {
+            let n = sink::write_events(&self.pool, &self.pending.events).await?;
+            sink::write_trips(&self.pool, &self.pending.trips).await?;
+            Ok::<u64, sqlx::Error>(n)
+        }
+        .await;
+        match r {
+            Ok(n) => {
+                self.stats.events_written += n;
+                let done = std::mem::take(&mut self.pending);
+                for e in done.events {
+                    // No subscriber is fine: the store has the event.
+                    let _ = self.events.send(e);
+                }
+            }
+            Err(e) => {
+                self.stats.flush_errors += 1;
+                tracing::warn!(error = %e, pending = self.pending.events.len(), "writing operator events failed; retrying");
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), sqlx::Error> {
+        if !self.pending.is_empty() {
+            // State must never get ahead of the events it has emitted.
+            return Ok(());
+        }
+        let parts = self.engine.take_dirty();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            for &p in &parts {
+                let state = self.engine.snapshot(p);
+                sqlx::query(
+                    "INSERT INTO operator_checkpoints (operator, shard, bus_offset, state, updated_at) \
+                     VALUES ($1, $2, $3, $4, now()) ON CONFLICT (operator, shard) DO UPDATE SET \
+                     bus_offset = excluded.bus_offset, state = excluded.state, updated_at = now()",
+                )
+                .bind(&self.cfg.name)
+                .bind(p as i32)
+                .bind(self.last_offset.min(i64::MAX as u64) as i64)
+                .bind(state)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.stats.checkpoints += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.engine.mark_dirty(&parts);
+                Err(e)
+            }
+        }
+    }
+}
