@@ -118,7 +118,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             bus.as_ref(),
             config.operators.clone(),
             Arc::new(operators::SystemClock),
-            None,
+            Some(operators::analytics_factory()),
         )
         .await
         .context("starting the stream operators")?;
@@ -171,7 +171,28 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             api_config.jwt_secret_file = Some(config.store.managed.data_dir.join("api-jwt.key"));
         }
         let secret = api_config.load_secret().context("API token secret")?;
-        let api_state = api::AppState::new(pool.clone(), api_config, &secret, Some(bus.clone() as api::DeviceBus));
+        let mut api_state = api::AppState::new(pool.clone(), api_config, &secret, Some(bus.clone() as api::DeviceBus));
+        if let Some(ops) = &operators {
+            // Operator events to the live stream, as JSON; a lagging forwarder skips ahead
+            // (the events are in the store either way).
+            let (tx, _) = tokio::sync::broadcast::channel::<serde_json::Value>(4096);
+            let mut rx = ops.subscribe();
+            let out = tx.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        e = rx.recv() => match e {
+                            Ok(e) => { let _ = out.send(serde_json::to_value(&e).unwrap_or_default()); }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                }
+            });
+            api_state = api_state.with_operator_events(tx);
+        }
         let app = ingest::http::router(ingest::http::HttpState {
             pool: pool.clone(),
             metrics: metrics.clone(),
@@ -193,6 +214,27 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         tracing::info!(%addr, "listening (http: / dashboard, /health, /metrics, /ready, /api/v1, /docs)");
     }
     tasks.spawn(sample_gauges(stop.clone(), bus.clone(), writer.clone()));
+    if roles.has(Role::Operators) {
+        // Maintenance events (DTC raised, service due) → service recommendations with
+        // matched shops. Reads the events table, so it is idempotent and misses nothing.
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {
+                        let since = chrono::Utc::now() - chrono::Duration::days(7);
+                        match services::recommendations::sweep(&pool, since).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(n, "service recommendations created"),
+                            Err(e) => tracing::warn!("recommendation sweep: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+    }
 
     let mut ports: Vec<String> = listening
         .iter()

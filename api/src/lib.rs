@@ -149,6 +149,9 @@ pub struct Shared {
     pub config: ApiConfig,
     pub bus: Option<DeviceBus>,
     pub ready_checks: Vec<(String, ReadyCheck)>,
+    /// Events the stream operators detect (trips, geofences, harsh driving, fuel…), as
+    /// JSON objects with at least `device_id` and `kind`, for the live stream.
+    pub operator_events: Option<tokio::sync::broadcast::Sender<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -182,7 +185,16 @@ impl AppState {
             config,
             bus,
             ready_checks: Vec::new(),
+            operator_events: None,
         }))
+    }
+
+    /// Adds the operators' events to the live stream. Call before [`router`].
+    pub fn with_operator_events(mut self, tx: tokio::sync::broadcast::Sender<serde_json::Value>) -> AppState {
+        Arc::get_mut(&mut self.0)
+            .expect("with_operator_events before the state is shared")
+            .operator_events = Some(tx);
+        self
     }
 
     /// Adds a `/ready` check (the broker, for instance). Call before [`router`].

@@ -120,6 +120,23 @@ impl Filter {
         }
         out
     }
+
+    /// The message for one operator event, if this client should get it.
+    fn operator_event(&self, e: &serde_json::Value) -> Option<String> {
+        if !self.events {
+            return None;
+        }
+        let device = e.get("device_id")?.as_i64()?;
+        let vehicle = *self.devices.get(&device)?;
+        if let Some(v) = &self.vehicles
+            && !vehicle.is_some_and(|id| v.contains(&id))
+        {
+            return None;
+        }
+        let mut data = e.clone();
+        data["vehicle_id"] = json!(vehicle);
+        Some(json!({ "type": "event", "data": data }).to_string())
+    }
 }
 
 /// How long one message may take to go out before the client counts as stalled.
@@ -148,11 +165,37 @@ pub async fn ws(
     };
     // Subscribe before the upgrade completes, so nothing published after the 101 is missed.
     let mut sub = bus.subscribe();
+    // Without operators (an ingest-only process) this receiver never yields.
+    let (_keep, mut ops) = match &state.operator_events {
+        Some(tx) => (None, tx.subscribe()),
+        None => {
+            let (tx, rx) = tokio::sync::broadcast::channel(1);
+            (Some(tx), rx)
+        }
+    };
     let pool = state.pool.clone();
     filter.refresh(&pool, true).await;
     up.on_upgrade(move |mut socket: WebSocket| async move {
         let reason = loop {
             tokio::select! {
+                e = ops.recv() => match e {
+                    Ok(e) => {
+                        if let Some(d) = e.get("device_id").and_then(|d| d.as_i64())
+                            && !filter.devices.contains_key(&d)
+                        {
+                            filter.refresh(&pool, true).await;
+                        }
+                        if let Some(m) = filter.operator_event(&e) {
+                            match tokio::time::timeout(SEND_DEADLINE, socket.send(Message::Text(m.into()))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return,
+                                Err(_) => break "client too slow: send stalled",
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break "client too slow: fell behind the live stream",
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break "server shutting down",
+                },
                 msg = socket.recv() => match msg {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,

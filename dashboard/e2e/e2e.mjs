@@ -24,10 +24,14 @@ async function report(lat, lon, time, speedKnots) {
 }
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
-const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
 const consoleErrors = [];
 page.on("console", (m) => m.type() === "error" && !/tile|Failed to load resource/.test(m.text()) && consoleErrors.push(m.text()));
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
+// Everything the page says and every failed API call, for the log when a step fails.
+const pageLog = [];
+page.on("console", (m) => pageLog.push(`console.${m.type()}: ${m.text()}`));
+page.on("response", (r) => r.status() >= 400 && pageLog.push(`HTTP ${r.status()} ${r.url()}`));
 
 try {
   // The device's first fix, well before now, so the whole drive is in the past.
@@ -47,16 +51,16 @@ try {
   await page.waitForTimeout(500);
   const before = await page.locator(".vehicle").first().boundingBox();
 
-  // Draw a square fence 300–400 px east of the vehicle, ±60 px around its latitude.
+  // Draw a square fence 150–250 px east of the vehicle, ±60 px around its latitude.
   const map = await page.locator("#map").boundingBox();
   const cx = before.x + before.width / 2;
   const cy = before.y + before.height / 2;
-  assert.ok(cx + 420 < map.x + map.width, "the map is wide enough for the fence");
+  assert.ok(cx + 270 < map.x + map.width, "the map is wide enough for the fence");
   await page.click("#tab-geofences");
   await page.fill("#fence-name", "Depot");
   await page.selectOption("#fence-shape", "polygon");
   await page.click("#fence-draw");
-  for (const [dx, dy] of [[300, -60], [400, -60], [400, 60], [300, 60]]) {
+  for (const [dx, dy] of [[150, -60], [250, -60], [250, 60], [150, 60]]) {
     await page.mouse.click(cx + dx, cy + dy);
   }
   await page.click("#fence-save");
@@ -109,6 +113,7 @@ try {
 } catch (e) {
   await page.screenshot({ path: `${OUT}/failure.png` }).catch(() => {});
   console.error("dashboard e2e FAILED:", e);
+  console.error(pageLog.join("\n"));
   process.exitCode = 1;
 } finally {
   await browser.close();

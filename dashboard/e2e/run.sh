@@ -46,6 +46,8 @@ meitrack = 0
 ruptela = 0
 freematics = 0
 osmand = $osmand
+[ingest.mqtt]
+port = 0
 [store.managed]
 port = $pg
 TOML

@@ -86,3 +86,39 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + fmt::Debug> Detector for Pl
         Ok(())
     }
 }
+
+/// The `analytics` detectors every device gets: fuel (refuel, theft/drain, sensor fault,
+/// consumption anomaly), DTC raised/cleared and low battery, with their default
+/// settings. Tank size is not known per device here, so fuel works in % of the tank (and
+/// litres when the device reports them). Service plans need the store and are not yet
+/// plugged in.
+pub fn analytics_factory() -> DetectorFactory {
+    Arc::new(|_device| {
+        let mut v: Vec<Box<dyn Detector>> = Vec::new();
+        match analytics::fuel::FuelDetector::new(analytics::fuel::FuelConfig::default()) {
+            Ok(d) => v.push(Box::new(Plug::new(
+                "fuel",
+                d,
+                analytics::fuel::FuelDetector::push,
+                analytics::fuel::FuelDetector::tick,
+            ))),
+            Err(e) => tracing::error!("fuel detector defaults refused: {e}"),
+        }
+        v.push(Box::new(Plug::new(
+            "dtc",
+            analytics::maintenance::DtcDetector::new(analytics::maintenance::DtcConfig::default()),
+            analytics::maintenance::DtcDetector::push,
+            analytics::maintenance::DtcDetector::tick,
+        )));
+        match analytics::maintenance::BatteryDetector::new(analytics::maintenance::BatteryConfig::default()) {
+            Ok(d) => v.push(Box::new(Plug::new(
+                "battery",
+                d,
+                analytics::maintenance::BatteryDetector::push,
+                analytics::maintenance::BatteryDetector::tick,
+            ))),
+            Err(e) => tracing::error!("battery detector defaults refused: {e}"),
+        }
+        v
+    })
+}

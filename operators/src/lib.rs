@@ -35,7 +35,7 @@ pub mod sink;
 pub mod trips;
 
 pub use config::OperatorsConfig;
-pub use detector::{Detector, DetectorFactory, Plug};
+pub use detector::{Detector, DetectorFactory, Plug, analytics_factory};
 pub use engine::{DeviceInfo, Engine, EngineStats};
 pub use event::OperatorEvent;
 pub use runtime::{Clock, ManualClock, OperatorsError, OperatorsHandle, RuntimeStats, SystemClock, start};

@@ -1,43 +1,7 @@
-//! The sample/detection types shared with the `analytics` crate (see the contract in the
-//! project brief). Kept field-for-field identical to `analytics::{Sample, Detection}` so
-//! that, at integration, this module becomes `pub use analytics::{Sample, Detection};`.
+//! The sample/detection types are `analytics`'s: detectors written there plug in here
+//! unchanged. This module adds the mapping from a stored position.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// One fix/telemetry sample of one device, in time order.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Sample {
-    pub time: DateTime<Utc>,
-    pub lat: f64,
-    pub lon: f64,
-    pub valid: bool,
-    pub speed_kmh: Option<f64>,
-    pub course: Option<f64>,
-    pub ignition: Option<bool>,
-    pub odometer_m: Option<f64>,
-    pub fuel_level_pct: Option<f64>,
-    pub fuel_level_l: Option<f64>,
-    pub fuel_used_l: Option<f64>,
-    pub fuel_rate_lph: Option<f64>,
-    pub engine_hours: Option<f64>,
-    pub power_v: Option<f64>,
-    pub battery_v: Option<f64>,
-    pub dtcs: Option<Vec<String>>,
-}
-
-/// What a detector emits; one row of the `events` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    pub kind: String,
-    pub time: DateTime<Utc>,
-    pub end_time: Option<DateTime<Utc>>,
-    pub magnitude: Option<f64>,
-    pub severity: Option<String>,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub attributes: serde_json::Value,
-}
+pub use analytics::{Detection, Sample};
 
 /// Builds a [`Sample`] from a stored position: typed columns first, the rest from the
 /// JSON attributes (`fuel_level_l`, `fuel_rate_lph`, `engine_hours` have no column).

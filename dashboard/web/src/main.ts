@@ -3,6 +3,7 @@
 // the fleet API; live updates from its WebSocket stream.
 
 import L from "leaflet";
+import "./leaflet-global";
 import "leaflet.markercluster";
 import "leaflet/dist/leaflet.css";
 import "leaflet.markercluster/dist/MarkerCluster.css";
@@ -51,7 +52,10 @@ function renderLogin(message = "") {
     error.textContent = "";
     try {
       await login(email.value.trim(), password.value, totp.value.trim() || undefined);
-      await renderApp();
+      await renderApp().catch((e) => {
+        console.error("dashboard failed to start:", e);
+        throw e;
+      });
     } catch (e) {
       if (e instanceof ApiError && e.code === "totp_required") {
         totpRow.classList.remove("hidden");
@@ -177,7 +181,7 @@ async function renderApp() {
   const panel = h("section", { id: "panel", class: "hidden", "aria-label": "Vehicle details" });
   app.append(header, h("main", {}, sidebar, mapEl, panel));
 
-  map = L.map(mapEl, { preferCanvas: true }).setView([48.85, 2.35], 5);
+  map = L.map(mapEl, { preferCanvas: true, maxZoom: 19 }).setView([48.85, 2.35], 5);
   // The tile source is configurable; without reachable tiles the map still shows
   // vehicles, fences and routes over the plain background.
   // `?tiles=<url template>` (or `?tiles=none`) sets it for this browser.
@@ -294,9 +298,11 @@ function renderVehicleList() {
 
 function select(device: number) {
   selected = device;
+  // The panel opens synchronously and narrows the map: let Leaflet re-measure it first.
+  void renderPanel();
+  map.invalidateSize();
   const l = live.get(device);
   if (l) map.setView(l.marker.getLatLng(), Math.max(map.getZoom(), 14));
-  renderPanel();
 }
 
 async function renderPanel() {
@@ -314,6 +320,7 @@ async function renderPanel() {
     selected = null;
     replayLayer.clearLayers();
     panel.classList.add("hidden");
+    map.invalidateSize();
   });
   const a = (p.attributes ?? {}) as Record<string, unknown>;
   const dtcs = Array.isArray(a.dtcs) ? (a.dtcs as string[]).join(", ") : "none";
@@ -562,5 +569,5 @@ function editor(): HTMLElement {
 // ---------------------------------------------------------------- start
 
 window.addEventListener("error", (e) => console.warn("dashboard error:", e.message));
-if (tokens()) renderApp().catch(() => renderLogin());
+if (tokens()) renderApp().catch((e) => renderLogin(`Could not start: ${(e as Error).message}`));
 else renderLogin();
