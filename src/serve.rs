@@ -65,7 +65,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve(config, args.roles))
+            .block_on(serve(config, args.roles, args.demo))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,7 +77,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+async fn serve(config: Config, roles: Roles, demo: bool) -> anyhow::Result<()> {
     tracing::info!(?config, %roles, "starting");
     anyhow::ensure!(
         config.bus.backend != Backend::InProcess || roles.is_all(),
@@ -147,6 +147,9 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let mut ingest = None;
     let mut listening = Vec::new();
     let mut mqtt = None;
+    if demo {
+        demo_user(&pool, &config.ingest.default_tenant).await?;
+    }
     if roles.has(Role::Ingest) {
         if config.ingest.unknown_devices == UnknownDevices::Register {
             ingest::registry::ensure_tenant(&pool, &config.ingest.default_tenant).await?;
@@ -352,4 +355,28 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `--demo`: the first time, a demo tenant admin so the dashboard can be opened at once.
+/// The password is generated and printed once (only its hash is stored); later starts
+/// keep the existing user.
+async fn demo_user(pool: &store::sqlx::PgPool, tenant: &str) -> anyhow::Result<()> {
+    let tenant_id = ingest::registry::ensure_tenant(pool, tenant).await?;
+    let users: i64 = store::sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(pool)
+        .await?;
+    if users > 0 {
+        return Ok(());
+    }
+    let email = "demo@example.com";
+    let (_, password) = api::users::create_user_in(pool, tenant_id, email, "Demo admin", api::auth::Role::Admin, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the demo user: {e:?}"))?;
+    if let Some(p) = password {
+        // stdout, not only the log: the one thing a newcomer needs from this run.
+        println!("demo dashboard login: {email} / {p}  (shown once; http://localhost:8080/)");
+        tracing::info!(email, "demo user created; its password was printed on stdout");
+    }
+    Ok(())
 }
