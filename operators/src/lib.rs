@@ -29,6 +29,7 @@ pub mod event;
 pub mod fences;
 pub mod fix;
 pub mod runtime;
+pub mod safety;
 pub mod sample;
 pub mod score;
 pub mod sink;

@@ -86,7 +86,7 @@ pub fn trip_row(device: i64, t: &TripUpdate) -> TripRow {
 pub async fn write_trips(pool: &PgPool, trips: &[(i64, TripUpdate)]) -> Result<(), sqlx::Error> {
     for (device, t) in trips {
         match store::query::upsert_trip(pool, &trip_row(*device, t)).await {
-            Ok(_) => {}
+            Ok(trip_id) => crate::safety::write_scores(pool, *device, trip_id, t).await?,
             Err(store::StoreError::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some("23503") => {
                 tracing::debug!(device, "trip of a deleted device skipped");
             }

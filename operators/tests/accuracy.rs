@@ -230,5 +230,39 @@ async fn detections_match_ground_truth() {
             report.table()
         );
     }
+
+    // Every finished trip has a safety score per device, and harsh trips score lower.
+    let finished: i64 = sqlx::query_scalar("SELECT count(*) FROM trips WHERE end_time IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let scored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM scores WHERE subject_kind = 'device' AND period = 'trip'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        finished > 0 && scored == finished,
+        "{scored} trip scores for {finished} finished trips"
+    );
+    let (clean, harsh): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT avg(s.score) FILTER (WHERE t.attributes -> 'event_counts' = '{}'::jsonb)::float8,
+                avg(s.score) FILTER (WHERE t.attributes -> 'event_counts' ? 'harsh_braking')::float8
+         FROM scores s JOIN trips t ON t.id = s.trip_id WHERE s.subject_kind = 'device' AND s.period = 'trip'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    if let (Some(clean), Some(harsh)) = (clean, harsh) {
+        assert!(
+            harsh < clean,
+            "trips with harsh braking score {harsh:.1}, clean ones {clean:.1}"
+        );
+    }
+    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM scores WHERE period = 'day'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(days > 0, "day scores are written");
     ops.stop().await;
 }
