@@ -165,20 +165,19 @@ pub async fn ws(
     };
     // Subscribe before the upgrade completes, so nothing published after the 101 is missed.
     let mut sub = bus.subscribe();
-    // Without operators (an ingest-only process) this receiver never yields.
-    let (_keep, mut ops) = match &state.operator_events {
-        Some(tx) => (None, tx.subscribe()),
-        None => {
-            let (tx, rx) = tokio::sync::broadcast::channel(1);
-            (Some(tx), rx)
-        }
-    };
+    // Without operators (an ingest-only process) there is nothing to wait for here.
+    let mut ops = state.operator_events.as_ref().map(|tx| tx.subscribe());
     let pool = state.pool.clone();
     filter.refresh(&pool, true).await;
     up.on_upgrade(move |mut socket: WebSocket| async move {
         let reason = loop {
             tokio::select! {
-                e = ops.recv() => match e {
+                e = async {
+                    match ops.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match e {
                     Ok(e) => {
                         if let Some(d) = e.get("device_id").and_then(|d| d.as_i64())
                             && !filter.devices.contains_key(&d)
