@@ -269,6 +269,9 @@ proptest! {
 
     #[test]
     fn server_commands_decode_as_the_text_sent(text in "[a-z][ -~]{0,60}") {
+        // An all-hex custom text of even length is sent as raw bytes, by design (the
+        // Traccar convention for binary commands): not a text command.
+        prop_assume!(!(text.len().is_multiple_of(2) && text.bytes().all(|c| c.is_ascii_hexdigit())));
         let codec = Protocol::Teltonika.codec(Transport::Tcp).expect("codec");
         let frame = codec.encode_command(IMEI, &Command::Custom { text: text.clone() }, &ctx()).expect("encode");
         let msgs = decode(Transport::Tcp, &frame);
