@@ -472,6 +472,55 @@ async fn ready_reports_its_checks() {
 }
 
 #[tokio::test]
+async fn positions_outside_a_drivers_consented_hours_are_hidden_from_all_but_admins() {
+    let app = app().await;
+    let (t, tok) = app.tenant_user("Acme", Role::Dispatcher).await;
+    let admin_email = "boss@acme.example.com";
+    app.user(t, admin_email, Role::Admin).await;
+    let admin = app.login(admin_email).await;
+    let s = seed(&app, &admin, t, IMEI_A, VIN_A, MARK).await;
+    let (dev, veh) = (s.ids["devices"], s.ids["vehicles"]);
+    let base = format!("/api/v1/positions/history?vehicle_id={veh}&{}", range());
+    let count = |r: &common::Resp| r.json["items"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(
+        count(&app.call("GET", &base, Some(&tok), None).await),
+        600,
+        "no consent row: all shown"
+    );
+
+    // The seeded fixes are on Monday 2026-09-21, 14:13–14:23 UTC. A driver who works
+    // 08:00–14:18 UTC on Mondays and did not consent to more.
+    let driver: i64 = sqlx::query_scalar("INSERT INTO drivers (tenant_id, name) VALUES ($1, 'D') RETURNING id")
+        .bind(t)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE devices SET driver_id = $2 WHERE id = $1")
+        .bind(dev)
+        .bind(driver)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO driver_consent (driver_id, track_outside_hours, time_zone, working_hours)
+         VALUES ($1, false, 'UTC', '{\"mon\": [[\"08:00\", \"14:18\"]]}')",
+    )
+    .bind(driver)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let shown = count(&app.call("GET", &base, Some(&tok), None).await);
+    assert!(shown > 0 && shown < 600, "only the fixes inside working hours: {shown}");
+    assert_eq!(
+        count(&app.call("GET", &base, Some(&admin), None).await),
+        600,
+        "admins see everything"
+    );
+    let latest = app.call("GET", "/api/v1/positions/latest", Some(&tok), None).await;
+    assert_eq!(count(&latest), 0, "the latest fix (14:23) is outside working hours");
+}
+
+#[tokio::test]
 async fn positions_latest_history_and_formats() {
     let app = app().await;
     let (t, tok) = app.tenant_user("Acme", Role::Dispatcher).await;

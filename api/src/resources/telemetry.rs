@@ -155,10 +155,52 @@ pub async fn latest(
             .map(|r| Position::from_row(r, vmap.get(&r.device_id).copied().flatten()))
             .collect()
     };
+    let items = apply_consent(&state, &ctx, items).await?;
     Ok(Json(Page {
         items,
         next_cursor: None,
     }))
+}
+
+/// Drivers' tracking consent (`driver_consent`, services issue): a fix of a device whose
+/// driver has not consented to tracking outside working hours, taken outside them, is not
+/// shown to anyone but an admin. The devices concerned are found first, so a fleet
+/// without such drivers pays one cheap query; their fixes are then checked in one batch
+/// by the SQL function `clutch_position_visible`.
+pub(crate) async fn apply_consent(state: &AppState, ctx: &Ctx, items: Vec<Position>) -> ApiResult<Vec<Position>> {
+    if ctx.role == crate::auth::Role::Admin || items.is_empty() {
+        return Ok(items);
+    }
+    let restricted: Vec<i64> = sqlx::query_scalar(
+        "SELECT d.id FROM devices d JOIN driver_consent c ON c.driver_id = d.driver_id \
+         WHERE d.tenant_id = $1 AND NOT c.track_outside_hours",
+    )
+    .bind(ctx.tenant_id)
+    .fetch_all(&state.pool)
+    .await?;
+    if restricted.is_empty() {
+        return Ok(items);
+    }
+    let (devices, times): (Vec<i64>, Vec<DateTime<Utc>>) = items
+        .iter()
+        .filter(|p| restricted.contains(&p.device_id))
+        .map(|p| (p.device_id, p.fix_time))
+        .unzip();
+    let hidden: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT d, t FROM unnest($1::int8[], $2::timestamptz[]) AS u(d, t) WHERE NOT clutch_position_visible(d, t)",
+    )
+    .bind(&devices)
+    .bind(&times)
+    .fetch_all(&state.pool)
+    .await?;
+    if hidden.is_empty() {
+        return Ok(items);
+    }
+    let hidden: std::collections::HashSet<(i64, DateTime<Utc>)> = hidden.into_iter().collect();
+    Ok(items
+        .into_iter()
+        .filter(|p| !hidden.contains(&(p.device_id, p.fix_time)))
+        .collect())
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -215,6 +257,7 @@ pub async fn history(
             items.push(Position::from_row(&r, veh));
         }
     }
+    let mut items = apply_consent(&state, &ctx, items).await?;
     items.sort_by_key(|p| p.fix_time);
     items.truncate(
         opts.limit
