@@ -3,104 +3,22 @@
 //! PostgreSQL exactly once. Real binary, real PostgreSQL, GT06 devices from the
 //! protocols crate's encoder.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{PROTOCOL, ack_len, config_file, fix_time, free_port, position, start};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, TimeZone, Utc};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use protocols::{DecodeContext, Framing, Message, MessageKind, Position, Protocol, Transport};
+use protocols::{Message, MessageKind, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const DEVICES: usize = 8;
-const PROTOCOL: Protocol = Protocol::Gt06;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn config_file(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let mut ports = String::new();
-    for p in Protocol::ALL {
-        ports.push_str(&format!("{} = {}\n", p.name(), if p == PROTOCOL { port } else { 0 }));
-    }
-    let text = format!(
-        "[http]\nport = 0\n[ingest]\nbind = \"127.0.0.1\"\n[ingest.ports]\n{ports}\
-         [ingest.mqtt]\nport = 0\n[store.writer]\nmax_delay_ms = 5\n"
-    );
-    let path = dir.join("clutch.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-/// Starts `clutch serve` and waits for its ready line.
-fn start(url: &str, config: &std::path::Path) -> Result<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clutch"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let out = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            if line.contains("clutch ready")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .context("clutch did not become ready")?;
-    Ok(child)
-}
-
-/// Recent times: the server's maintenance applies retention, and a restart runs it.
-fn fix_time(i: usize) -> DateTime<Utc> {
-    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        let t = Utc::now() - chrono::Duration::hours(1);
-        Utc.timestamp_opt(t.timestamp(), 0).single().expect("t")
-    });
-    *base + chrono::Duration::seconds(i as i64)
-}
-
-fn position(imei: &str, i: usize) -> Message {
-    let mut p = Position::new(fix_time(i), 54.0 + i as f64 * 1e-4, 25.0, true);
-    p.speed_kmh = Some(30.0);
-    p.course_deg = Some(10.0);
-    p.satellites = Some(7);
-    Message::new(MessageKind::Position)
-        .with_imei(imei)
-        .with_positions(vec![p])
-}
-
-fn ack_len(bytes: &[u8]) -> usize {
-    let mut c = PROTOCOL.codec(Transport::Tcp).expect("codec");
-    let ctx = DecodeContext::now();
-    // A fresh session for a lone position frame still yields its ack.
-    match c.frame(bytes, true) {
-        Framing::Frame { start, end } => c
-            .decode(&bytes[start..end], &ctx)
-            .map(|ms| ms.iter().map(|m| m.ack.as_ref().map_or(0, Vec::len)).sum())
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
 
 /// One device: logs in, then sends positions from `next` on, each after the previous is
 /// acknowledged, until `stop_at` or the connection fails. Returns the first unacked index.
@@ -153,7 +71,7 @@ async fn sigkill_under_load_loses_no_acked_position() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("clutch-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = free_port();
-    let config = config_file(&dir, port);
+    let config = config_file(&dir, port, "");
     let imeis: Vec<String> = (0..DEVICES).map(|d| format!("86{:013}", 424_242 + d)).collect();
     let pool = &db.pool;
     for imei in &imeis {
@@ -168,7 +86,7 @@ async fn sigkill_under_load_loses_no_acked_position() -> Result<()> {
     }
 
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let child = start(&db.url, &config)?;
+    let child = start(&db.url, &config, &[])?;
     let load: Vec<_> = imeis
         .iter()
         .map(|imei| tokio::spawn(device(port, imei.clone(), 0, usize::MAX, acked.clone())))
@@ -183,7 +101,7 @@ async fn sigkill_under_load_loses_no_acked_position() -> Result<()> {
     assert!(before > DEVICES * 5, "load was running ({before} acks before the kill)");
 
     // Restart; every device resends from its first unacknowledged position, plus a few.
-    let mut child = start(&db.url, &config)?;
+    let mut child = start(&db.url, &config, &[])?;
     let tasks: Vec<_> = imeis
         .iter()
         .zip(&resume)

@@ -4,106 +4,24 @@
 //! PostgreSQL. The writer is SIGKILLed mid-load and restarted: ingest keeps acking while
 //! it is down, and every acked position lands in PostgreSQL exactly once.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{PROTOCOL, ack_len, config_file, fix_time, free_port, position, start};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, TimeZone, Utc};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use protocols::{DecodeContext, Framing, Message, MessageKind, Position, Protocol, Transport};
+use protocols::{Message, MessageKind, Transport};
 use stream::testing::NatsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const DEVICES: usize = 6;
-const PROTOCOL: Protocol = Protocol::Gt06;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn config_file(dir: &std::path::Path, port: u16, nats_url: &str) -> std::path::PathBuf {
-    let mut ports = String::new();
-    for p in Protocol::ALL {
-        ports.push_str(&format!("{} = {}\n", p.name(), if p == PROTOCOL { port } else { 0 }));
-    }
-    let text = format!(
-        "[http]\nport = 0\n[bus]\nbackend = \"nats\"\nnats_url = \"{nats_url}\"\npartitions = 4\n\
-         [ingest]\nbind = \"127.0.0.1\"\n[ingest.ports]\n{ports}[store.writer]\nmax_delay_ms = 5\n"
-    );
-    let path = dir.join("clutch.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-/// Starts `clutch serve --roles ROLES` and waits for its ready line.
-fn start(url: &str, config: &std::path::Path, roles: &str) -> Result<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clutch"))
-        .args(["serve", "--roles", roles, "--config"])
-        .arg(config)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let out = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            if line.contains("clutch ready")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .with_context(|| format!("clutch --roles {roles} did not become ready"))?;
-    Ok(child)
-}
-
-/// Recent times: the server's maintenance applies retention, and a restart runs it.
-fn fix_time(i: usize) -> DateTime<Utc> {
-    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        let t = Utc::now() - chrono::Duration::hours(1);
-        Utc.timestamp_opt(t.timestamp(), 0).single().expect("t")
-    });
-    *base + chrono::Duration::seconds(i as i64)
-}
-
-fn position(imei: &str, i: usize) -> Message {
-    let mut p = Position::new(fix_time(i), 54.0 + i as f64 * 1e-4, 25.0, true);
-    p.speed_kmh = Some(30.0);
-    p.course_deg = Some(10.0);
-    p.satellites = Some(7);
-    Message::new(MessageKind::Position)
-        .with_imei(imei)
-        .with_positions(vec![p])
-}
-
-fn ack_len(bytes: &[u8]) -> usize {
-    let mut c = PROTOCOL.codec(Transport::Tcp).expect("codec");
-    let ctx = DecodeContext::now();
-    // A fresh session for a lone position frame still yields its ack.
-    match c.frame(bytes, true) {
-        Framing::Frame { start, end } => c
-            .decode(&bytes[start..end], &ctx)
-            .map(|ms| ms.iter().map(|m| m.ack.as_ref().map_or(0, Vec::len)).sum())
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
 
 /// One device: logs in, then sends positions, each after the previous is acknowledged,
 /// until `stop` or a failure; reconnects after a failure and resends the unacked one.
@@ -167,11 +85,18 @@ async fn ingest_and_writer_processes_over_nats_lose_nothing_when_the_writer_is_k
     let dir = std::env::temp_dir().join(format!("clutch-distributed-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = free_port();
-    let config = config_file(&dir, port, &nats.url());
+    let config = config_file(
+        &dir,
+        port,
+        &format!(
+            "[bus]\nbackend = \"nats\"\nnats_url = \"{}\"\npartitions = 4\n",
+            nats.url()
+        ),
+    );
     let imeis: Vec<String> = (0..DEVICES).map(|d| format!("86{:013}", 515_151 + d)).collect();
     let pool = &db.pool;
     // Register the devices (the writer process migrates the database first).
-    let mut writer = start(&db.url, &config, "writer")?;
+    let mut writer = start(&db.url, &config, &["--roles", "writer"])?;
     sqlx::query("INSERT INTO tenants (name) VALUES ('distributed')")
         .execute(pool)
         .await?;
@@ -182,7 +107,7 @@ async fn ingest_and_writer_processes_over_nats_lose_nothing_when_the_writer_is_k
             .execute(pool)
             .await?;
     }
-    let mut ingest = start(&db.url, &config, "ingest")?;
+    let mut ingest = start(&db.url, &config, &["--roles", "ingest"])?;
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -204,7 +129,7 @@ async fn ingest_and_writer_processes_over_nats_lose_nothing_when_the_writer_is_k
         while_down > DEVICES * 5,
         "ingest acks on the bus's receipt, without the writer ({while_down} acks while it was down)"
     );
-    let mut writer = start(&db.url, &config, "writer")?;
+    let mut writer = start(&db.url, &config, &["--roles", "writer"])?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     for h in load {
