@@ -305,10 +305,14 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn timer_now(&self, busy_for: Duration) -> DateTime<Utc> {
+    /// The time timers run at. While deliveries are queued (`backlog`) or were flowing a
+    /// moment ago, that is the data's time: a runtime behind the bus must not take the
+    /// devices whose batches it has not read yet for silent ones (that split overspeed
+    /// episodes and trips when a loaded machine let the queue grow past a minute of data).
+    fn timer_now(&self, busy_for: Duration, backlog: bool) -> DateTime<Utc> {
         let now = self.clock.now();
         match self.watermark {
-            Some(w) if self.last_delivery.elapsed() < busy_for => w.min(now),
+            Some(w) if backlog || self.last_delivery.elapsed() < busy_for => w.min(now),
             _ => now,
         }
     }
@@ -357,7 +361,7 @@ impl Runtime {
             // Timers run here too, so a busy bus cannot starve them.
             if last_tick.elapsed() >= tick_every {
                 last_tick = Instant::now();
-                let now = self.timer_now(tick_every);
+                let now = self.timer_now(tick_every, sub.pending() > 0);
                 self.engine.tick(now);
             }
             if last_flush.elapsed() >= flush_every || self.engine.pending_events() >= self.cfg.flush_max_events {

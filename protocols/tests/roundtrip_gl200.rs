@@ -280,7 +280,11 @@ proptest! {
     }
 
     #[test]
-    fn heartbeats_and_command_acks(imei in imei(), ack_type in "GT[A-Z]{3}") {
+    fn heartbeats_and_command_acks(
+        imei in imei(),
+        // `+ACK:GTHBD` is the device's heartbeat, not a command response (GL200 @Track spec).
+        ack_type in "GT[A-Z]{3}".prop_filter("GTHBD is the heartbeat", |t| t != "GTHBD"),
+    ) {
         let hb = round_trip(&Message::new(MessageKind::Heartbeat).with_imei(imei.clone()));
         prop_assert_eq!(hb.kind, MessageKind::Heartbeat);
         prop_assert_eq!(hb.message_type.as_deref(), Some("GTHBD"));

@@ -99,6 +99,19 @@ fn decode_streamed(stream: &[u8], cuts: &[usize]) -> Vec<Message> {
     out
 }
 
+/// Whether a binary record's bytes 6..12 read as a BCD `hhmmss ddmmyy`, the time of the
+/// 32-byte short-id layout.
+fn short_layout_plausible(r: &[u8]) -> bool {
+    let bcd = |b: u8| (b >> 4 <= 9 && b & 0x0f <= 9).then(|| (b >> 4) * 10 + (b & 0x0f));
+    let Some(t) = r
+        .get(6..12)
+        .and_then(|t| t.iter().map(|b| bcd(*b)).collect::<Option<Vec<u8>>>())
+    else {
+        return false;
+    };
+    t[0] < 24 && t[1] < 60 && t[2] < 60 && (1..=31).contains(&t[3]) && (1..=12).contains(&t[4])
+}
+
 fn ops() -> impl Strategy<Value = Vec<(usize, bool, Vec<u8>)>> {
     common::text_mutations(b"#")
 }
@@ -179,7 +192,13 @@ proptest! {
             if *binary {
                 msg.message_type = Some("binary".into());
             }
-            stream.extend(encode(&msg));
+            let bytes = encode(&msg);
+            // H02 binary records carry no length: a 42-byte record with an 8-byte id whose
+            // last digits read as a time also parses as a 32-byte short-id record, and a
+            // read that ends exactly there is taken as one (a device that sends one record
+            // and waits must not stall). Cut-anywhere holds only for unambiguous records.
+            prop_assume!(!(*binary && bytes.len() == 42 && short_layout_plausible(&bytes)));
+            stream.extend(bytes);
             if !binary {
                 stream.extend_from_slice(b"\r\n");
             }

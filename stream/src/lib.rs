@@ -234,6 +234,15 @@ impl<B> Subscription<B> {
         }
     }
 
+    /// Deliveries already queued for this subscriber and not yet received. A consumer
+    /// uses it to tell "behind the bus" from "the bus is quiet" without a wall clock.
+    pub fn pending(&self) -> usize {
+        match &self.source {
+            Source::Tap(rx) => rx.len(),
+            Source::Feed(f) => f.rx.len(),
+        }
+    }
+
     /// Marks everything up to `offset` in its partition as processed (commits are per
     /// partition, so commit each delivery's offset in the order received, or the last of
     /// each partition). Does not wait: commits to the broker are batched; use
