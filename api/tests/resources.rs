@@ -976,12 +976,25 @@ async fn fleet_crud_geofences_commands_assignments() {
         StatusCode::NOT_FOUND
     );
 
-    // Unknown devices are listed for admins.
-    sqlx::query("INSERT INTO unknown_devices (protocol, identifier, attempts) VALUES ('gt06', '999', 3)")
-        .execute(app.pool())
-        .await
-        .unwrap();
+    // An admin looks up an unregistered device by its identifier; nobody lists them all
+    // (they belong to no tenant: other customers' IMEIs and addresses).
+    sqlx::query(
+        "INSERT INTO unknown_devices (protocol, identifier, attempts) VALUES ('gt06', '999', 3), ('gt06', '555', 9)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
     let r = app.call("GET", "/api/v1/unknown-devices", Some(&tok), None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    assert!(
+        r.json["error"]["details"]["fields"]["identifier"].is_string(),
+        "{}",
+        r.json
+    );
+    let r = app
+        .call("GET", "/api/v1/unknown-devices?identifier=999", Some(&tok), None)
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1, "{}", r.json);
     assert_eq!(r.json["items"][0]["attempts"], 3);
     // Registering it takes it off the list.
     app.call(
@@ -991,7 +1004,9 @@ async fn fleet_crud_geofences_commands_assignments() {
         Some(json!({"identifier": "999", "protocol": "gt06"})),
     )
     .await;
-    let r = app.call("GET", "/api/v1/unknown-devices", Some(&tok), None).await;
+    let r = app
+        .call("GET", "/api/v1/unknown-devices?identifier=999", Some(&tok), None)
+        .await;
     assert_eq!(r.json["items"].as_array().unwrap().len(), 0);
 }
 

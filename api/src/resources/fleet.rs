@@ -1014,15 +1014,35 @@ pub struct UnknownDevice {
     pub remote_addr: Option<String>,
 }
 
-/// Devices that reported without being registered (belong to no tenant yet), most
-/// recent first, at most 500.
-#[utoipa::path(get, path = "/api/v1/unknown-devices", tag = "devices",
-    responses((status = 200, body = Page<UnknownDevice>)))]
-pub async fn list_unknown(State(state): State<AppState>, _ctx: Ctx) -> ApiResult<Json<Page<UnknownDevice>>> {
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnknownQuery {
+    /// The device's identifier (IMEI, vendor id), exactly as printed on it. Required.
+    pub identifier: Option<String>,
+}
+
+/// Whether a device that is not registered yet has been trying to report: give its
+/// identifier, get its attempts. An unregistered device belongs to no tenant, so the list
+/// of all of them (other customers' IMEIs and addresses) is not shown to any tenant; the
+/// platform operator reads it with `clutch device unknown`.
+#[utoipa::path(get, path = "/api/v1/unknown-devices", tag = "devices", params(UnknownQuery),
+    responses((status = 200, body = Page<UnknownDevice>), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn list_unknown(
+    State(state): State<AppState>,
+    _ctx: Ctx,
+    ApiQuery(q): ApiQuery<UnknownQuery>,
+) -> ApiResult<Json<Page<UnknownDevice>>> {
+    let Some(identifier) = q.identifier.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) else {
+        return Err(ApiError::validation(
+            "identifier",
+            "required: the identifier of the device you are about to register",
+        ));
+    };
     let rows: Vec<UnknownDevice> = sqlx::query_as(
         "SELECT protocol, identifier, first_seen, last_seen, attempts, remote_addr FROM unknown_devices \
-         ORDER BY last_seen DESC LIMIT 500",
+         WHERE identifier = $1 ORDER BY last_seen DESC",
     )
+    .bind(identifier)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(Page {
