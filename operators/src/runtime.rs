@@ -240,29 +240,84 @@ pub async fn start(
 }
 
 async fn load_device_info(pool: &PgPool, engine: &mut Engine) -> Result<(), sqlx::Error> {
-    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(DEVICE_INFO_SQL).fetch_all(pool).await?;
-    for (id, tenant, class) in rows {
-        engine.set_device_info(
-            id,
-            DeviceInfo {
-                tenant_id: Some(tenant),
-                class,
-            },
-        );
+    for (id, info) in fetch_device_info(pool, None).await? {
+        engine.set_device_info(id, info);
     }
     Ok(())
 }
 
-const DEVICE_INFO_SQL: &str = "SELECT d.id, d.tenant_id, \
-     coalesce(v.attributes->>'class', d.attributes->>'vehicle_class') \
-     FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id";
+/// Registry data of every device, or of one: tenant, class, vehicle, tank size, and the
+/// vehicle's service plans.
+async fn fetch_device_info(pool: &PgPool, device: Option<i64>) -> Result<Vec<(i64, DeviceInfo)>, sqlx::Error> {
+    type Row = (i64, i64, Option<String>, Option<i64>, Option<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT d.id, d.tenant_id, coalesce(v.attributes->>'class', d.attributes->>'vehicle_class'), \
+         d.vehicle_id, v.fuel_tank_l \
+         FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id WHERE $1::int8 IS NULL OR d.id = $1",
+    )
+    .bind(device)
+    .fetch_all(pool)
+    .await?;
+    type PlanRow = (
+        i64,
+        i64,
+        String,
+        Option<f64>,
+        Option<f64>,
+        Option<i32>,
+        Option<DateTime<Utc>>,
+        Option<f64>,
+        Option<f64>,
+        DateTime<Utc>,
+    );
+    let plans: Vec<PlanRow> = sqlx::query_as(
+        "SELECT p.vehicle_id, p.id, p.name, p.every_km, p.every_engine_hours, p.every_days, p.last_done_at, \
+         p.last_done_km, p.last_done_engine_h, p.created_at FROM service_plans p \
+         WHERE $1::int8 IS NULL OR p.vehicle_id = (SELECT vehicle_id FROM devices WHERE id = $1) ORDER BY p.id",
+    )
+    .bind(device)
+    .fetch_all(pool)
+    .await?;
+    let mut by_vehicle: std::collections::HashMap<i64, Vec<analytics::maintenance::ServicePlan>> =
+        std::collections::HashMap::new();
+    for (vehicle, id, name, km, h, days, at, done_km, done_h, created) in plans {
+        by_vehicle
+            .entry(vehicle)
+            .or_default()
+            .push(analytics::maintenance::ServicePlan {
+                id,
+                name,
+                every_km: km,
+                every_engine_hours: h,
+                every_days: days,
+                last_done_at: at,
+                last_done_km: done_km,
+                last_done_engine_h: done_h,
+                created_at: Some(created),
+            });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(id, tenant, class, vehicle, tank)| {
+            let info = DeviceInfo {
+                tenant_id: Some(tenant),
+                class,
+                vehicle_id: vehicle,
+                tank_l: tank.filter(|t| t.is_finite() && *t > 0.0),
+                service_plans: vehicle.and_then(|v| by_vehicle.get(&v).cloned()).unwrap_or_default(),
+            };
+            (id, info)
+        })
+        .collect())
+}
 
-/// Wakes the runtime on `NOTIFY clutch_geofences`; reconnects after errors.
+/// Wakes the runtime on `NOTIFY clutch_geofences` (fences) and `clutch_operator_config`
+/// (service plans, tank sizes, a device's vehicle; migration 0014); reconnects after errors.
 async fn listen_fences(pool: PgPool, tx: mpsc::Sender<()>, stop: CancellationToken) {
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen("clutch_geofences").await?;
+            l.listen_all(["clutch_geofences", "clutch_operator_config"]).await?;
             // Changes made while (re)connecting are picked up by one reload now.
             let _ = tx.try_send(());
             loop {
@@ -428,17 +483,8 @@ impl Runtime {
     }
 
     async fn lookup_device(&mut self, device: i64) {
-        let sql = format!("{DEVICE_INFO_SQL} WHERE d.id = $1");
-        let row: Result<Option<(i64, i64, Option<String>)>, _> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(device)
-            .fetch_optional(&self.pool)
-            .await;
-        let info = match row {
-            Ok(Some((_, tenant, class))) => DeviceInfo {
-                tenant_id: Some(tenant),
-                class,
-            },
-            Ok(None) => DeviceInfo::default(),
+        let info = match fetch_device_info(&self.pool, Some(device)).await {
+            Ok(mut v) => v.pop().map(|(_, i)| i).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(device, error = %e, "device lookup failed; no fences for it until the next reload");
                 DeviceInfo::default()
@@ -451,7 +497,11 @@ impl Runtime {
         match FenceSet::load(&self.pool).await {
             Ok(f) => {
                 self.stats.fence_reloads += 1;
-                tracing::debug!(fences = f.count, rejected = f.rejected.len(), "geofences reloaded");
+                tracing::debug!(
+                    fences = f.count,
+                    rejected = f.rejected.len(),
+                    "geofences and devices reloaded"
+                );
                 self.engine.set_fences(Arc::new(f));
             }
             Err(e) => tracing::warn!(error = %e, "geofence reload failed; keeping the previous fences"),
