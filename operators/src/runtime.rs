@@ -23,8 +23,13 @@
 //! Checkpoints are written only after the events and trips they reflect are in the
 //! store. A crash between the two re-emits events from the last checkpoint on; their
 //! unique key (device, kind, time) and the trips' (device, start time) absorb them. The
-//! `bus_offset` column holds the last in-process delivery sequence, for diagnostics only
-//! (a persistent bus backend would resume from it).
+//! `bus_offset` column holds the last delivery sequence, for diagnostics only.
+//!
+//! On a bus whose offsets persist (NATS, Fluvio) the runtime consumes a durable group
+//! instead of a live tap, and commits each shard's last processed offset after the
+//! checkpoint that reflects it; the broker then resumes a restarted member there. What
+//! was delivered after the last commit comes again: fixes at or before the cursors are
+//! skipped, the rest is processed from the checkpointed state.
 //!
 //! # Timers
 //!
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ingest::DeviceBatch;
 use sqlx::{AssertSqlSafe, PgPool};
-use stream::{Bus, RecvError, Subscription};
+use stream::{Bus, Offset, RecvError, Subscription};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +101,8 @@ pub enum OperatorsError {
     Db(#[from] sqlx::Error),
     #[error("operators: task failed: {0}")]
     Task(String),
+    #[error("operators: bus: {0}")]
+    Bus(String),
 }
 
 /// What the runtime has done so far.
@@ -166,6 +173,14 @@ impl OperatorsHandle {
         self.ask(Cmd::CatchUp).await
     }
 
+    /// Ends the task at once, writing and checkpointing nothing: what a crash does (for
+    /// tests of recovery).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.stop.cancel();
+    }
+
     /// Stops: the output so far is written and the state checkpointed.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -178,6 +193,10 @@ impl OperatorsHandle {
 /// Starts the operators on `bus`. Returns once subscribed and restored; the catch-up
 /// from the store runs first thing in the task (a [`OperatorsHandle::sync`] returns
 /// after it).
+///
+/// On a bus whose offsets persist (NATS, Fluvio) the operators join the durable consumer
+/// group named after `cfg.name` and commit its offsets after each checkpoint; on the
+/// in-process bus they take a live tap and resume from the store (see the module docs).
 pub async fn start(
     pool: PgPool,
     bus: &dyn Bus<DeviceBatch>,
@@ -185,7 +204,14 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     detectors: Option<DetectorFactory>,
 ) -> Result<OperatorsHandle, OperatorsError> {
-    let sub = bus.subscribe();
+    let durable = bus.offsets_persist();
+    let sub = if durable {
+        bus.consume(&group_name(&cfg.name))
+            .await
+            .map_err(|e| OperatorsError::Bus(e.to_string()))?
+    } else {
+        bus.subscribe()
+    };
     let cfg = Arc::new(cfg);
     let mut engine = Engine::new(cfg.clone());
     if let Some(f) = detectors {
@@ -227,6 +253,9 @@ pub async fn start(
         events: events.clone(),
         stats: RuntimeStats::default(),
         last_offset: 0,
+        durable,
+        uncommitted: std::collections::BTreeMap::new(),
+        since_commit: 0,
         watermark: None,
         last_delivery: Instant::now(),
     };
@@ -237,6 +266,16 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// The consumer group of operators named `name`: letters, digits, `-` and `_` only.
+fn group_name(name: &str) -> String {
+    let g: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    if g.is_empty() { "operators".to_owned() } else { g }
 }
 
 async fn load_device_info(pool: &PgPool, engine: &mut Engine) -> Result<(), sqlx::Error> {
@@ -352,6 +391,11 @@ struct Runtime {
     events: broadcast::Sender<OperatorEvent>,
     stats: RuntimeStats,
     last_offset: u64,
+    /// Consuming a durable group: offsets are committed after each checkpoint.
+    durable: bool,
+    /// Per bus shard, the last delivery processed and not yet committed.
+    uncommitted: std::collections::BTreeMap<u32, u64>,
+    since_commit: u64,
     /// Latest arrival time processed, and when the last delivery came: while batches
     /// are flowing, timers run at the data's time, not the clock's, so a runtime that is
     /// behind the bus does not take its own backlog for silent devices.
@@ -394,6 +438,10 @@ impl Runtime {
                         self.stats.deliveries += 1;
                         self.last_offset = d.offset.seq;
                         self.deliver(&d.batch).await;
+                        if self.durable {
+                            self.uncommitted.insert(d.offset.shard, d.offset.seq);
+                            self.since_commit += 1;
+                        }
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "operators lagged behind the bus; catching up from the store");
@@ -402,7 +450,7 @@ impl Runtime {
                     }
                     Err(RecvError::Closed) => bus_open = false,
                 },
-                Some(cmd) = cmds.recv() => self.command(cmd).await,
+                Some(cmd) = cmds.recv() => self.command(cmd, &mut sub).await,
                 Some(()) = fences.recv() => {
                     self.reload().await;
                     last_reload = Instant::now();
@@ -419,9 +467,10 @@ impl Runtime {
                 last_flush = Instant::now();
                 self.flush().await;
             }
-            if last_ckpt.elapsed() >= ckpt_every {
+            let commit_due = self.durable && self.since_commit >= self.cfg.commit_after_batches.max(1);
+            if last_ckpt.elapsed() >= ckpt_every || commit_due {
                 last_ckpt = Instant::now();
-                if let Err(e) = self.checkpoint().await {
+                if let Err(e) = self.checkpoint(&mut sub).await {
                     tracing::warn!(error = %e, "operator checkpoint failed; retrying later");
                 }
             }
@@ -431,13 +480,13 @@ impl Runtime {
             }
         }
         self.flush().await;
-        if let Err(e) = self.checkpoint().await {
+        if let Err(e) = self.checkpoint(&mut sub).await {
             tracing::warn!(error = %e, "final operator checkpoint failed; the next start replays from the store");
         }
         tracing::info!(stats = ?self.stats, "operators stopped");
     }
 
-    async fn command(&mut self, cmd: Cmd) {
+    async fn command(&mut self, cmd: Cmd, sub: &mut Subscription<DeviceBatch>) {
         match cmd {
             Cmd::Sync(tx) => {
                 self.flush().await;
@@ -450,7 +499,7 @@ impl Runtime {
             }
             Cmd::Checkpoint(tx) => {
                 self.flush().await;
-                let _ = tx.send(self.checkpoint().await.map_err(|e| e.to_string()));
+                let _ = tx.send(self.checkpoint(sub).await.map_err(|e| e.to_string()));
             }
             Cmd::CatchUp(tx) => {
                 self.catch_up().await;
@@ -605,15 +654,37 @@ impl Runtime {
         }
     }
 
-    async fn checkpoint(&mut self) -> Result<(), sqlx::Error> {
+    /// Writes the changed partitions' state, then (durable group) commits the bus
+    /// offsets that state reflects. A crash between the two redelivers batches the
+    /// state has seen: their fixes are at or before the devices' cursors and skipped.
+    async fn checkpoint(&mut self, sub: &mut Subscription<DeviceBatch>) -> Result<(), OperatorsError> {
+        // State must never get ahead of the events it has emitted: write them first.
+        self.flush().await;
         if !self.pending.is_empty() {
-            // State must never get ahead of the events it has emitted.
             return Ok(());
         }
         let parts = self.engine.take_dirty();
-        if parts.is_empty() {
-            return Ok(());
+        if !parts.is_empty() {
+            self.write_checkpoint(parts).await?;
         }
+        if self.durable && !self.uncommitted.is_empty() {
+            let done = std::mem::take(&mut self.uncommitted);
+            self.since_commit = 0;
+            for (&shard, &seq) in &done {
+                sub.commit(Offset { shard, seq });
+            }
+            if let Err(e) = sub.sync_commits().await {
+                // Not lost: committed again with the next checkpoint (or redelivered).
+                for (shard, seq) in done {
+                    self.uncommitted.entry(shard).or_insert(seq);
+                }
+                return Err(OperatorsError::Bus(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_checkpoint(&mut self, parts: Vec<u32>) -> Result<(), OperatorsError> {
         let r = async {
             let mut tx = self.pool.begin().await?;
             for &p in &parts {
@@ -640,7 +711,7 @@ impl Runtime {
             }
             Err(e) => {
                 self.engine.mark_dirty(&parts);
-                Err(e)
+                Err(e.into())
             }
         }
     }
