@@ -181,6 +181,10 @@ pub struct ServicePlan {
     pub last_done_at: Option<DateTime<Utc>>,
     pub last_done_km: Option<f64>,
     pub last_done_engine_h: Option<f64>,
+    /// When the plan was created: the calendar cycle starts there when no service is
+    /// recorded (a stable base, so a restart computes the same due instant).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl ServicePlan {
@@ -206,7 +210,8 @@ impl ServicePlan {
         }
     }
 
-    /// What identifies one service cycle: a recorded service starts a new one.
+    /// What identifies one service cycle: a recorded service (or new intervals) starts a
+    /// new one. The name is not part of it: renaming a plan re-emits nothing.
     fn cycle(&self) -> String {
         format!(
             "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
@@ -221,7 +226,7 @@ impl ServicePlan {
     }
 }
 
-/// Warn `warn_fraction` of an interval before it runs out (10 %: 1 500 km before a
+/// Warn `warn_fraction` of an interval before it first runs out (10 %: 1 500 km before a
 /// 15 000 km oil change, 36 days before a yearly inspection).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -243,16 +248,20 @@ struct PlanState {
     base_km: Option<f64>,
     base_h: Option<f64>,
     base_at: Option<DateTime<Utc>>,
-    /// Per trigger, the last (occurrence, stage) emitted; stage 1 = warning, 2 = due.
-    emitted: BTreeMap<String, (u64, u8)>,
+    /// Highest occurrence a `service_due` was emitted for (1 = due, 2+ = overdue).
+    due: u64,
+    /// Whether the `service_due_soon` warning of this cycle was emitted.
+    warned: bool,
 }
 
-/// (trigger, progress in intervals, interval, value now, base, calendar base)
+/// One trigger's progress: (trigger, intervals used, interval, value now, base, calendar base).
 type Progress = (&'static str, f64, f64, f64, f64, Option<DateTime<Utc>>);
 
-/// `service_due` from per-vehicle plans: a warning when an interval is nearly used up and
-/// a due event when it is, each once per occurrence (the n-th interval since the last
-/// service; an unserviced vehicle is reminded again, as overdue, one interval later).
+/// `service_due` from per-vehicle plans, once per plan and occurrence: the plan is due
+/// when the first of its intervals runs out (occurrence 1), and reminded as overdue each
+/// further interval an unserviced vehicle uses up (occurrence n = the most intervals any
+/// trigger has used). Before the first occurrence, `warn_fraction` of an interval ahead,
+/// one `service_due_soon` (a separate kind, so that "due" means due).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceDueDetector {
     cfg: ServiceConfig,
@@ -283,8 +292,14 @@ impl ServiceDueDetector {
         Ok(d)
     }
 
+    /// The plans in force.
+    pub fn plans(&self) -> impl Iterator<Item = &ServicePlan> {
+        self.plans.iter().map(|s| &s.plan)
+    }
+
     /// Replace the plans (reloaded from the store); a plan whose last service or intervals
-    /// did not change keeps what it already emitted.
+    /// did not change keeps what it already emitted. All or nothing: one invalid plan
+    /// refuses the set (see [`ServicePlan::validate`] to filter first).
     pub fn set_plans(&mut self, plans: Vec<ServicePlan>) -> Result<(), ConfigError> {
         for p in &plans {
             p.validate()?;
@@ -303,9 +318,10 @@ impl ServiceDueDetector {
                         cycle,
                         base_km: plan.last_done_km,
                         base_h: plan.last_done_engine_h,
-                        base_at: plan.last_done_at,
+                        base_at: plan.last_done_at.or(plan.created_at),
                         plan,
-                        emitted: BTreeMap::new(),
+                        due: 0,
+                        warned: false,
                     },
                 }
             })
@@ -333,7 +349,8 @@ impl ServiceDueDetector {
         self.evaluate(s.time, Some(s), out);
     }
 
-    /// Calendar intervals run out without samples.
+    /// Calendar intervals run out without samples: a parked vehicle's plan comes due on
+    /// the timer. (Needs one sample first: `now` must not be before the device's data.)
     pub fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Detection>) {
         if self.last.is_some_and(|t| now > t) {
             self.evaluate(now, None, out);
@@ -344,9 +361,6 @@ impl ServiceDueDetector {
         let warn = self.cfg.warn_fraction;
         let (km, h) = (self.odometer_km, self.engine_h);
         for st in &mut self.plans {
-            let mut crossed: Vec<serde_json::Value> = Vec::new();
-            let mut time = now;
-            let mut worst = 0u8;
             let mut progress: Vec<Progress> = Vec::new();
             if let (Some(every), Some(km)) = (st.plan.every_km, km) {
                 let base = *st.base_km.get_or_insert(km);
@@ -362,54 +376,59 @@ impl ServiceDueDetector {
                 let p = (now - base).num_seconds() as f64 / every;
                 progress.push(("days", p, f64::from(days), p * f64::from(days), 0.0, Some(base)));
             }
-            for (trigger, p, every, value, base, cal_base) in progress {
-                if p < 1.0 - warn {
+            let Some(top) = progress.iter().map(|p| p.1).max_by(f64::total_cmp) else {
+                continue;
+            };
+            let n = top.floor().max(0.0) as u64;
+            let (kind, stage, at) = if n >= 1 && n > st.due {
+                st.due = n;
+                st.warned = true;
+                ("service_due", if n == 1 { "due" } else { "overdue" }, n as f64)
+            } else if n == 0 && !st.warned && warn > 0.0 && top >= 1.0 - warn {
+                st.warned = true;
+                ("service_due_soon", "warning", 1.0 - warn)
+            } else {
+                continue;
+            };
+            // The triggers that reached the threshold, and the event's time: the sample's,
+            // or for a calendar trigger the crossing instant itself (not when a tick
+            // noticed it), so replays and restarts give the same time.
+            let mut time = now;
+            let mut triggers = Vec::new();
+            for &(trigger, p, every, value, base, cal_base) in &progress {
+                if p < at {
                     continue;
                 }
-                // Occurrence n is the n-th interval; its warning comes `warn` before it.
-                let n = (p + warn).floor().max(1.0) as u64;
-                let stage = if p >= n as f64 { 2 } else { 1 };
-                let last = st.emitted.get(trigger).copied().unwrap_or((0, 0));
-                if (n, stage) <= last {
-                    continue;
-                }
-                st.emitted.insert(trigger.to_owned(), (n, stage));
                 if let Some(b) = cal_base {
-                    // The calendar crossing instant itself, not when a tick noticed it:
-                    // replays and restarts give the same time.
-                    let at = n as f64 - if stage == 1 { warn } else { 0.0 };
                     let secs = (at * every * 86_400.0).round() as i64;
                     time = time.min(b + Duration::seconds(secs)).max(b);
                 }
-                worst = worst.max(if stage == 2 && n >= 2 { 3 } else { stage });
-                crossed.push(serde_json::json!({
+                triggers.push(serde_json::json!({
                     "trigger": trigger,
-                    "stage": if stage == 2 { if n >= 2 { "overdue" } else { "due" } } else { "warning" },
-                    "occurrence": n,
                     "interval": every,
                     "value": (value * 10.0).round() / 10.0,
                     "since_service": ((value - base) * 10.0).round() / 10.0,
-                    "due_at": base + n as f64 * every,
+                    "due_at": match cal_base {
+                        Some(b) => serde_json::json!(b + Duration::seconds((n.max(1) as f64 * every * 86_400.0).round() as i64)),
+                        None => serde_json::json!(base + n.max(1) as f64 * every),
+                    },
                 }));
             }
-            if crossed.is_empty() {
-                continue;
-            }
-            let severity = match worst {
-                3 => "high",
-                2 => "medium",
+            let severity = match stage {
+                "overdue" => "high",
+                "due" => "medium",
                 _ => "low",
             };
-            let mut d = Detection::new("service_due", time).severity(severity);
+            let mut d = Detection::new(kind, time).severity(severity);
             if let Some(s) = s {
                 d = d.at(s);
             }
             d.attributes = serde_json::json!({
                 "plan_id": st.plan.id,
                 "plan": st.plan.name,
-                "stage": crossed.iter().map(|c| c["stage"].clone()).max_by_key(|v| match v.as_str() {
-                    Some("overdue") => 3, Some("due") => 2, _ => 1 }),
-                "triggers": crossed,
+                "stage": stage,
+                "occurrence": n.max(1),
+                "triggers": triggers,
             });
             out.push(d);
         }

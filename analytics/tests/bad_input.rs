@@ -412,6 +412,7 @@ fn service_due_once_per_occurrence() {
         last_done_at: Some(t(0)),
         last_done_km: Some(50_000.0),
         last_done_engine_h: Some(1000.0),
+        created_at: None,
     };
     let mut d = ServiceDueDetector::new(ServiceConfig::default(), vec![plan.clone()]).unwrap();
     let mut out = Vec::new();
@@ -434,36 +435,61 @@ fn service_due_once_per_occurrence() {
     d.push(&sample(15, 20.0, 1100.0), &mut out); // odometer glitch: ignored
     let stages: Vec<_> = out
         .iter()
-        .map(|e| (e.time, e.attributes["stage"].as_str().unwrap().to_owned()))
+        .map(|e| (e.kind.as_str(), e.time, e.attributes["stage"].as_str().unwrap()))
         .collect();
     assert_eq!(
         stages,
         vec![
-            (t(11 * 86_400), "warning".to_owned()),
-            (t(13 * 86_400), "due".to_owned())
+            ("service_due_soon", t(11 * 86_400), "warning"),
+            ("service_due", t(13 * 86_400), "due")
         ]
     );
+    // Engine hours running out later in the same cycle do not make it due again.
+    let n = out.len();
+    d.push(&sample(16, 60_200.0, 1260.0), &mut out);
+    assert_eq!(out.len(), n, "{:#?}", &out[n..]);
     // Overdue one interval later.
-    d.push(&sample(40, 70_000.0, 1100.0), &mut out);
+    d.push(&sample(40, 70_000.0, 1260.0), &mut out);
     assert_eq!(out.last().unwrap().attributes["stage"], "overdue");
     assert_eq!(out.last().unwrap().severity.as_deref(), Some("high"));
-    // Calendar: a tick past the year gives the due time itself, not the tick's.
-    let n = out.len();
+    assert_eq!(out.len(), n + 1);
+
+    // Calendar alone: a tick past the interval gives the due instant, not the tick's time.
+    let cal_plan = ServicePlan {
+        id: 2,
+        name: "inspection".into(),
+        every_km: None,
+        every_engine_hours: None,
+        every_days: Some(365),
+        last_done_at: Some(t(0)),
+        last_done_km: None,
+        last_done_engine_h: None,
+        created_at: None,
+    };
+    let mut d = ServiceDueDetector::new(ServiceConfig::default(), vec![cal_plan]).unwrap();
+    let mut out = Vec::new();
+    d.push(&sample(1, 1.0, 1.0), &mut out);
     d.tick(t(400 * 86_400), &mut out);
-    let cal: Vec<_> = out[n..].iter().collect();
-    assert_eq!(cal.len(), 1, "{cal:#?}");
-    assert_eq!(cal[0].time, t(365 * 86_400), "the due instant, not the tick's time");
-    assert_eq!(cal[0].attributes["triggers"][0]["trigger"], "days");
+    assert_eq!(out.len(), 1, "one event when jumping past warning and due: {out:#?}");
+    assert_eq!(out[0].kind, "service_due");
+    assert_eq!(out[0].time, t(365 * 86_400), "the due instant, not the tick's time");
+    assert_eq!(out[0].attributes["triggers"][0]["trigger"], "days");
+    d.tick(t(401 * 86_400), &mut out);
+    assert_eq!(out.len(), 1);
+
     // A recorded service starts a new cycle.
+    let mut d = ServiceDueDetector::new(ServiceConfig::default(), vec![plan.clone()]).unwrap();
+    let mut out = Vec::new();
+    d.push(&sample(40, 70_000.0, 1100.0), &mut out);
+    assert_eq!(out.len(), 1);
     let serviced = ServicePlan {
         last_done_km: Some(70_000.0),
-        last_done_at: Some(t(400 * 86_400)),
+        last_done_at: Some(t(40 * 86_400)),
         ..plan
     };
     d.set_plans(vec![serviced]).unwrap();
-    let n = out.len();
-    d.push(&sample(401, 70_100.0, 1100.0), &mut out);
-    assert_eq!(out.len(), n);
+    d.push(&sample(41, 70_100.0, 1100.0), &mut out);
+    assert_eq!(out.len(), 1);
     // Bad plans are refused.
     let bad = ServicePlan {
         id: 2,
@@ -474,6 +500,7 @@ fn service_due_once_per_occurrence() {
         last_done_at: None,
         last_done_km: None,
         last_done_engine_h: None,
+        created_at: None,
     };
     assert!(ServiceDueDetector::new(ServiceConfig::default(), vec![bad]).is_err());
 }

@@ -786,6 +786,37 @@ async fn fleet_crud_geofences_commands_assignments() {
         )
         .await;
     let vid = v.json["id"].as_i64().unwrap();
+    assert_eq!(v.json["fuel_tank_l"], Value::Null);
+    // The tank size the fuel operators turn a level in % into litres with.
+    let p = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/vehicles/{vid}"),
+            Some(&tok),
+            Some(json!({"fuel_tank_l": 80.0})),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert_eq!(p.json["fuel_tank_l"], 80.0);
+    assert_eq!(p.json["year"], 2020);
+    let g = app
+        .call("GET", &format!("/api/v1/vehicles/{vid}"), Some(&tok), None)
+        .await;
+    assert_eq!(g.json["fuel_tank_l"], 80.0);
+    let bad = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/vehicles/{vid}"),
+            Some(&tok),
+            Some(json!({"fuel_tank_l": -5})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.json["error"]["details"]["fields"]["fuel_tank_l"].is_string(),
+        "{}",
+        bad.text
+    );
     assert_eq!(
         app.call(
             "POST",

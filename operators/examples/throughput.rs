@@ -75,7 +75,7 @@ fn main() {
             d as i64,
             DeviceInfo {
                 tenant_id: Some(1),
-                class: None,
+                ..DeviceInfo::default()
             },
         );
     }

@@ -16,6 +16,10 @@ pub struct OperatorsConfig {
     /// checkpoint rewrites only the partitions that changed.
     pub checkpoint_partitions: u32,
     pub checkpoint_interval_s: u64,
+    /// On a durable bus (NATS, Fluvio), checkpoint and commit early once this many
+    /// batches were processed since the last commit: keep it under the bus's
+    /// `max_uncommitted` (per partition), or the broker pauses delivery until the timer.
+    pub commit_after_batches: u64,
     /// Events are written (and then published) at least this often…
     pub flush_interval_ms: u64,
     /// …or when this many are pending.
@@ -41,6 +45,7 @@ impl Default for OperatorsConfig {
             name: "operators".into(),
             checkpoint_partitions: 16,
             checkpoint_interval_s: 10,
+            commit_after_batches: 2048,
             flush_interval_ms: 200,
             flush_max_events: 2000,
             tick_interval_ms: 1000,

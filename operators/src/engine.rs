@@ -35,12 +35,17 @@ use crate::fix::Fix;
 use crate::sample::sample_from_row;
 use crate::trips::{TripTracker, TripUpdate};
 
-/// What the registry says about a device.
+/// What the registry says about a device (and the vehicle it is fitted to).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceInfo {
     pub tenant_id: Option<i64>,
     /// Vehicle class for harsh thresholds (`light`, `medium`, `heavy`).
     pub class: Option<String>,
+    pub vehicle_id: Option<i64>,
+    /// The vehicle's fuel tank, litres (`vehicles.fuel_tank_l`).
+    pub tank_l: Option<f64>,
+    /// The vehicle's `service_plans`.
+    pub service_plans: Vec<analytics::maintenance::ServicePlan>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -168,8 +173,24 @@ impl Engine {
         &self.fences
     }
 
+    /// Sets what the registry says about a device; a change reaches its running
+    /// detectors ([`Detector::configure`]) at once.
     pub fn set_device_info(&mut self, device: i64, info: DeviceInfo) {
+        if self.info.get(&device) == Some(&info) {
+            return;
+        }
+        if let Some(live) = self.devices.get_mut(&device).and_then(|d| d.live.as_mut()) {
+            for d in live.iter_mut() {
+                d.configure(&info);
+            }
+            self.dirty
+                .insert((device.rem_euclid(i64::from(self.cfg.checkpoint_partitions.max(1)))) as u32);
+        }
         self.info.insert(device, info);
+    }
+
+    pub fn device_info(&self, device: i64) -> Option<&DeviceInfo> {
+        self.info.get(&device)
     }
 
     pub fn knows_device(&self, device: i64) -> bool {
@@ -366,18 +387,7 @@ impl Engine {
         self.out.trips.extend(trips.into_iter().map(|t| (device, t)));
 
         if let Some(factory) = &self.factory {
-            let live = st.live.get_or_insert_with(|| {
-                let mut ds = factory(device);
-                for d in &mut ds {
-                    if let Some((_, v)) = st.detectors.iter().find(|(n, _)| n == d.name())
-                        && let Err(e) = d.restore(v.clone())
-                    {
-                        tracing::warn!(device, detector = d.name(), error = %e, "detector state dropped");
-                    }
-                }
-                st.detectors.clear();
-                ds
-            });
+            let live = live_detectors(st, factory, self.info.get(&device));
             let sample = sample_from_row(r);
             for d in live.iter_mut() {
                 d.push(&sample, &mut self.detections);
@@ -417,6 +427,11 @@ impl Engine {
             let mut t = Vec::new();
             st.trips.tick(*id, quiet, &cfg.trips, &mut events, &mut t);
             trips.extend(t.into_iter().map(|t| (*id, t)));
+            // Detectors restored from a checkpoint start here when the device stays
+            // silent: a parked vehicle's calendar service still comes due.
+            if let Some(factory) = &self.factory {
+                live_detectors(st, factory, self.info.get(id));
+            }
             if let Some(live) = &mut st.live {
                 for d in live.iter_mut() {
                     d.tick(now, &mut self.detections);
@@ -468,6 +483,32 @@ impl Engine {
         }
         Ok(n)
     }
+}
+
+/// The device's detectors, made on first use: restored from the checkpointed state, then
+/// configured with what the registry says (tank size, service plans).
+fn live_detectors<'a>(
+    st: &'a mut DeviceOps,
+    factory: &DetectorFactory,
+    info: Option<&DeviceInfo>,
+) -> &'a mut Vec<Box<dyn Detector>> {
+    let device = st.device_id;
+    let saved = &mut st.detectors;
+    st.live.get_or_insert_with(|| {
+        let mut ds = factory(device);
+        for d in &mut ds {
+            if let Some((_, v)) = saved.iter().find(|(n, _)| n == d.name())
+                && let Err(e) = d.restore(v.clone())
+            {
+                tracing::warn!(device, detector = d.name(), error = %e, "detector state dropped");
+            }
+            if let Some(info) = info {
+                d.configure(info);
+            }
+        }
+        saved.clear();
+        ds
+    })
 }
 
 /// A device's state with its detectors' saved states spliced in.

@@ -2,11 +2,15 @@
 //!
 //! This crate owns the operator runtime on the bus ([`runtime`]: per-device state,
 //! in-order processing, timers, checkpoints in `operator_checkpoints`, catch-up from the
-//! store after a restart or a lag, batched idempotent event writes, a broadcast of
+//! store after a restart or a lag, a durable consumer group with offsets committed after
+//! each checkpoint on NATS/Fluvio, batched idempotent event writes, a broadcast of
 //! [`OperatorEvent`]s for the API) and the operators themselves: trips, stops and idling
 //! ([`trips`]), harsh driving and overspeed ([`behaviour`]), geofence enter/exit/dwell
 //! ([`fences`] + the `geofence` crate), device online/offline ([`engine`]). Detectors
-//! built elsewhere (fuel, maintenance) plug in through [`Detector`]. [`score`] matches
+//! built elsewhere (fuel, maintenance, service plans) plug in through [`Detector`] and
+//! get the registry's view of their vehicle (tank size, service plans: [`DeviceInfo`],
+//! reloaded on `NOTIFY clutch_operator_config`). [`safety`] writes trip and day scores
+//! (days in the tenant's time zone). [`score`] matches
 //! detected events against a firmware-sim ground truth (`clutch score`).
 //!
 //! # Layout

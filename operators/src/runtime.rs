@@ -23,8 +23,13 @@
 //! Checkpoints are written only after the events and trips they reflect are in the
 //! store. A crash between the two re-emits events from the last checkpoint on; their
 //! unique key (device, kind, time) and the trips' (device, start time) absorb them. The
-//! `bus_offset` column holds the last in-process delivery sequence, for diagnostics only
-//! (a persistent bus backend would resume from it).
+//! `bus_offset` column holds the last delivery sequence, for diagnostics only.
+//!
+//! On a bus whose offsets persist (NATS, Fluvio) the runtime consumes a durable group
+//! instead of a live tap, and commits each shard's last processed offset after the
+//! checkpoint that reflects it; the broker then resumes a restarted member there. What
+//! was delivered after the last commit comes again: fixes at or before the cursors are
+//! skipped, the rest is processed from the checkpointed state.
 //!
 //! # Timers
 //!
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ingest::DeviceBatch;
 use sqlx::{AssertSqlSafe, PgPool};
-use stream::{Bus, RecvError, Subscription};
+use stream::{Bus, Offset, RecvError, Subscription};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +101,8 @@ pub enum OperatorsError {
     Db(#[from] sqlx::Error),
     #[error("operators: task failed: {0}")]
     Task(String),
+    #[error("operators: bus: {0}")]
+    Bus(String),
 }
 
 /// What the runtime has done so far.
@@ -166,6 +173,14 @@ impl OperatorsHandle {
         self.ask(Cmd::CatchUp).await
     }
 
+    /// Ends the task at once, writing and checkpointing nothing: what a crash does (for
+    /// tests of recovery).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.stop.cancel();
+    }
+
     /// Stops: the output so far is written and the state checkpointed.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -178,6 +193,10 @@ impl OperatorsHandle {
 /// Starts the operators on `bus`. Returns once subscribed and restored; the catch-up
 /// from the store runs first thing in the task (a [`OperatorsHandle::sync`] returns
 /// after it).
+///
+/// On a bus whose offsets persist (NATS, Fluvio) the operators join the durable consumer
+/// group named after `cfg.name` and commit its offsets after each checkpoint; on the
+/// in-process bus they take a live tap and resume from the store (see the module docs).
 pub async fn start(
     pool: PgPool,
     bus: &dyn Bus<DeviceBatch>,
@@ -185,7 +204,14 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     detectors: Option<DetectorFactory>,
 ) -> Result<OperatorsHandle, OperatorsError> {
-    let sub = bus.subscribe();
+    let durable = bus.offsets_persist();
+    let sub = if durable {
+        bus.consume(&group_name(&cfg.name))
+            .await
+            .map_err(|e| OperatorsError::Bus(e.to_string()))?
+    } else {
+        bus.subscribe()
+    };
     let cfg = Arc::new(cfg);
     let mut engine = Engine::new(cfg.clone());
     if let Some(f) = detectors {
@@ -227,6 +253,9 @@ pub async fn start(
         events: events.clone(),
         stats: RuntimeStats::default(),
         last_offset: 0,
+        durable,
+        uncommitted: std::collections::BTreeMap::new(),
+        since_commit: 0,
         watermark: None,
         last_delivery: Instant::now(),
     };
@@ -239,30 +268,95 @@ pub async fn start(
     })
 }
 
+/// The consumer group of operators named `name`: letters, digits, `-` and `_` only.
+fn group_name(name: &str) -> String {
+    let g: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    if g.is_empty() { "operators".to_owned() } else { g }
+}
+
 async fn load_device_info(pool: &PgPool, engine: &mut Engine) -> Result<(), sqlx::Error> {
-    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(DEVICE_INFO_SQL).fetch_all(pool).await?;
-    for (id, tenant, class) in rows {
-        engine.set_device_info(
-            id,
-            DeviceInfo {
-                tenant_id: Some(tenant),
-                class,
-            },
-        );
+    for (id, info) in fetch_device_info(pool, None).await? {
+        engine.set_device_info(id, info);
     }
     Ok(())
 }
 
-const DEVICE_INFO_SQL: &str = "SELECT d.id, d.tenant_id, \
-     coalesce(v.attributes->>'class', d.attributes->>'vehicle_class') \
-     FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id";
+/// Registry data of every device, or of one: tenant, class, vehicle, tank size, and the
+/// vehicle's service plans.
+async fn fetch_device_info(pool: &PgPool, device: Option<i64>) -> Result<Vec<(i64, DeviceInfo)>, sqlx::Error> {
+    type Row = (i64, i64, Option<String>, Option<i64>, Option<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT d.id, d.tenant_id, coalesce(v.attributes->>'class', d.attributes->>'vehicle_class'), \
+         d.vehicle_id, v.fuel_tank_l \
+         FROM devices d LEFT JOIN vehicles v ON v.id = d.vehicle_id WHERE $1::int8 IS NULL OR d.id = $1",
+    )
+    .bind(device)
+    .fetch_all(pool)
+    .await?;
+    type PlanRow = (
+        i64,
+        i64,
+        String,
+        Option<f64>,
+        Option<f64>,
+        Option<i32>,
+        Option<DateTime<Utc>>,
+        Option<f64>,
+        Option<f64>,
+        DateTime<Utc>,
+    );
+    let plans: Vec<PlanRow> = sqlx::query_as(
+        "SELECT p.vehicle_id, p.id, p.name, p.every_km, p.every_engine_hours, p.every_days, p.last_done_at, \
+         p.last_done_km, p.last_done_engine_h, p.created_at FROM service_plans p \
+         WHERE $1::int8 IS NULL OR p.vehicle_id = (SELECT vehicle_id FROM devices WHERE id = $1) ORDER BY p.id",
+    )
+    .bind(device)
+    .fetch_all(pool)
+    .await?;
+    let mut by_vehicle: std::collections::HashMap<i64, Vec<analytics::maintenance::ServicePlan>> =
+        std::collections::HashMap::new();
+    for (vehicle, id, name, km, h, days, at, done_km, done_h, created) in plans {
+        by_vehicle
+            .entry(vehicle)
+            .or_default()
+            .push(analytics::maintenance::ServicePlan {
+                id,
+                name,
+                every_km: km,
+                every_engine_hours: h,
+                every_days: days,
+                last_done_at: at,
+                last_done_km: done_km,
+                last_done_engine_h: done_h,
+                created_at: Some(created),
+            });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(id, tenant, class, vehicle, tank)| {
+            let info = DeviceInfo {
+                tenant_id: Some(tenant),
+                class,
+                vehicle_id: vehicle,
+                tank_l: tank.filter(|t| t.is_finite() && *t > 0.0),
+                service_plans: vehicle.and_then(|v| by_vehicle.get(&v).cloned()).unwrap_or_default(),
+            };
+            (id, info)
+        })
+        .collect())
+}
 
-/// Wakes the runtime on `NOTIFY clutch_geofences`; reconnects after errors.
+/// Wakes the runtime on `NOTIFY clutch_geofences` (fences) and `clutch_operator_config`
+/// (service plans, tank sizes, a device's vehicle; migration 0014); reconnects after errors.
 async fn listen_fences(pool: PgPool, tx: mpsc::Sender<()>, stop: CancellationToken) {
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen("clutch_geofences").await?;
+            l.listen_all(["clutch_geofences", "clutch_operator_config"]).await?;
             // Changes made while (re)connecting are picked up by one reload now.
             let _ = tx.try_send(());
             loop {
@@ -297,6 +391,11 @@ struct Runtime {
     events: broadcast::Sender<OperatorEvent>,
     stats: RuntimeStats,
     last_offset: u64,
+    /// Consuming a durable group: offsets are committed after each checkpoint.
+    durable: bool,
+    /// Per bus shard, the last delivery processed and not yet committed.
+    uncommitted: std::collections::BTreeMap<u32, u64>,
+    since_commit: u64,
     /// Latest arrival time processed, and when the last delivery came: while batches
     /// are flowing, timers run at the data's time, not the clock's, so a runtime that is
     /// behind the bus does not take its own backlog for silent devices.
@@ -343,6 +442,10 @@ impl Runtime {
                         self.stats.deliveries += 1;
                         self.last_offset = d.offset.seq;
                         self.deliver(&d.batch).await;
+                        if self.durable {
+                            self.uncommitted.insert(d.offset.shard, d.offset.seq);
+                            self.since_commit += 1;
+                        }
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "operators lagged behind the bus; catching up from the store");
@@ -351,7 +454,7 @@ impl Runtime {
                     }
                     Err(RecvError::Closed) => bus_open = false,
                 },
-                Some(cmd) = cmds.recv() => self.command(cmd).await,
+                Some(cmd) = cmds.recv() => self.command(cmd, &mut sub).await,
                 Some(()) = fences.recv() => {
                     self.reload().await;
                     last_reload = Instant::now();
@@ -368,9 +471,10 @@ impl Runtime {
                 last_flush = Instant::now();
                 self.flush().await;
             }
-            if last_ckpt.elapsed() >= ckpt_every {
+            let commit_due = self.durable && self.since_commit >= self.cfg.commit_after_batches.max(1);
+            if last_ckpt.elapsed() >= ckpt_every || commit_due {
                 last_ckpt = Instant::now();
-                if let Err(e) = self.checkpoint().await {
+                if let Err(e) = self.checkpoint(&mut sub).await {
                     tracing::warn!(error = %e, "operator checkpoint failed; retrying later");
                 }
             }
@@ -380,13 +484,13 @@ impl Runtime {
             }
         }
         self.flush().await;
-        if let Err(e) = self.checkpoint().await {
+        if let Err(e) = self.checkpoint(&mut sub).await {
             tracing::warn!(error = %e, "final operator checkpoint failed; the next start replays from the store");
         }
         tracing::info!(stats = ?self.stats, "operators stopped");
     }
 
-    async fn command(&mut self, cmd: Cmd) {
+    async fn command(&mut self, cmd: Cmd, sub: &mut Subscription<DeviceBatch>) {
         match cmd {
             Cmd::Sync(tx) => {
                 self.flush().await;
@@ -399,7 +503,7 @@ impl Runtime {
             }
             Cmd::Checkpoint(tx) => {
                 self.flush().await;
-                let _ = tx.send(self.checkpoint().await.map_err(|e| e.to_string()));
+                let _ = tx.send(self.checkpoint(sub).await.map_err(|e| e.to_string()));
             }
             Cmd::CatchUp(tx) => {
                 self.catch_up().await;
@@ -432,17 +536,8 @@ impl Runtime {
     }
 
     async fn lookup_device(&mut self, device: i64) {
-        let sql = format!("{DEVICE_INFO_SQL} WHERE d.id = $1");
-        let row: Result<Option<(i64, i64, Option<String>)>, _> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(device)
-            .fetch_optional(&self.pool)
-            .await;
-        let info = match row {
-            Ok(Some((_, tenant, class))) => DeviceInfo {
-                tenant_id: Some(tenant),
-                class,
-            },
-            Ok(None) => DeviceInfo::default(),
+        let info = match fetch_device_info(&self.pool, Some(device)).await {
+            Ok(mut v) => v.pop().map(|(_, i)| i).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(device, error = %e, "device lookup failed; no fences for it until the next reload");
                 DeviceInfo::default()
@@ -455,7 +550,11 @@ impl Runtime {
         match FenceSet::load(&self.pool).await {
             Ok(f) => {
                 self.stats.fence_reloads += 1;
-                tracing::debug!(fences = f.count, rejected = f.rejected.len(), "geofences reloaded");
+                tracing::debug!(
+                    fences = f.count,
+                    rejected = f.rejected.len(),
+                    "geofences and devices reloaded"
+                );
                 self.engine.set_fences(Arc::new(f));
             }
             Err(e) => tracing::warn!(error = %e, "geofence reload failed; keeping the previous fences"),
@@ -559,15 +658,37 @@ impl Runtime {
         }
     }
 
-    async fn checkpoint(&mut self) -> Result<(), sqlx::Error> {
+    /// Writes the changed partitions' state, then (durable group) commits the bus
+    /// offsets that state reflects. A crash between the two redelivers batches the
+    /// state has seen: their fixes are at or before the devices' cursors and skipped.
+    async fn checkpoint(&mut self, sub: &mut Subscription<DeviceBatch>) -> Result<(), OperatorsError> {
+        // State must never get ahead of the events it has emitted: write them first.
+        self.flush().await;
         if !self.pending.is_empty() {
-            // State must never get ahead of the events it has emitted.
             return Ok(());
         }
         let parts = self.engine.take_dirty();
-        if parts.is_empty() {
-            return Ok(());
+        if !parts.is_empty() {
+            self.write_checkpoint(parts).await?;
         }
+        if self.durable && !self.uncommitted.is_empty() {
+            let done = std::mem::take(&mut self.uncommitted);
+            self.since_commit = 0;
+            for (&shard, &seq) in &done {
+                sub.commit(Offset { shard, seq });
+            }
+            if let Err(e) = sub.sync_commits().await {
+                // Not lost: committed again with the next checkpoint (or redelivered).
+                for (shard, seq) in done {
+                    self.uncommitted.entry(shard).or_insert(seq);
+                }
+                return Err(OperatorsError::Bus(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_checkpoint(&mut self, parts: Vec<u32>) -> Result<(), OperatorsError> {
         let r = async {
             let mut tx = self.pool.begin().await?;
             for &p in &parts {
@@ -594,7 +715,7 @@ impl Runtime {
             }
             Err(e) => {
                 self.engine.mark_dirty(&parts);
-                Err(e)
+                Err(e.into())
             }
         }
     }

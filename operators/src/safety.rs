@@ -1,11 +1,15 @@
-//! Safety scores into the `scores` table: per finished trip and per UTC day, for the
-//! device, its vehicle and its driver, with the formula and defaults of
-//! `analytics::score` (configurable per tenant in `tenants.settings -> 'score'`).
+//! Safety scores into the `scores` table: per finished trip and per day, for the device,
+//! its vehicle and its driver, with the formula and defaults of `analytics::score`
+//! (configurable per tenant in `tenants.settings -> 'score'`). Days run from midnight to
+//! midnight in the tenant's time zone (`tenants.settings -> 'timezone'`, an IANA name
+//! such as `"Europe/Paris"`; UTC when absent or unknown), so a day has 23 or 25 hours
+//! across a DST change; `period_start` is that local midnight.
 //!
 //! Day scores are recomputed from the day's stored trips each time one of them ends, so
 //! they are idempotent and a replayed trip changes nothing.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use sqlx::PgPool;
 
 use crate::trips::{TripStats, TripUpdate};
@@ -69,15 +73,16 @@ pub async fn write_scores(pool: &PgPool, device: i64, trip_id: i64, t: &TripUpda
         .await?;
     }
 
-    // The day (UTC) the trip started in, from every stored trip of this device that day.
-    let day = t.start.time.duration_trunc(Duration::days(1)).unwrap_or(t.start.time);
+    // The local day the trip started in, from every stored trip of this device that day.
+    let tz = tenant_tz(tenant, &settings);
+    let (day, day_end) = local_day(tz, t.start.time);
     let stats: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT attributes -> 'stats' FROM trips WHERE device_id = $1 AND start_time >= $2 AND start_time < $3
            AND end_time IS NOT NULL AND attributes ? 'stats'",
     )
     .bind(device)
     .bind(day)
-    .bind(day + Duration::days(1))
+    .bind(day_end)
     .fetch_all(pool)
     .await?;
     let mut total = TripStats::default();
@@ -91,6 +96,38 @@ pub async fn write_scores(pool: &PgPool, device: i64, trip_id: i64, t: &TripUpda
         upsert(pool, tenant, kind, id, "day", day, None, &total, &daily).await?;
     }
     Ok(())
+}
+
+/// The tenant's time zone from its settings; UTC (logged) when the name is unknown.
+pub fn tenant_tz(tenant: i64, settings: &serde_json::Value) -> Tz {
+    match settings.get("timezone").and_then(|v| v.as_str()) {
+        None => Tz::UTC,
+        Some(name) => name.parse::<Tz>().unwrap_or_else(|e| {
+            tracing::warn!(tenant, timezone = name, "unknown tenant time zone, days are UTC: {e}");
+            Tz::UTC
+        }),
+    }
+}
+
+/// The local day containing `t` in `tz`: its first instant and the next day's.
+pub fn local_day(tz: Tz, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let date = t.with_timezone(&tz).date_naive();
+    let start = day_start(tz, date).unwrap_or(t);
+    let end = date
+        .succ_opt()
+        .and_then(|d| day_start(tz, d))
+        .filter(|e| *e > start)
+        .unwrap_or(start + Duration::days(1));
+    (start, end)
+}
+
+/// The first instant of a local date. Midnight can fall in a DST gap (zones that change
+/// at 00:00): then the day starts at the first valid time after it.
+fn day_start(tz: Tz, date: NaiveDate) -> Option<DateTime<Utc>> {
+    (0..=3 * 60).find_map(|m| {
+        let local = date.and_hms_opt(0, 0, 0)? + Duration::minutes(m);
+        tz.from_local_datetime(&local).earliest().map(|d| d.with_timezone(&Utc))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

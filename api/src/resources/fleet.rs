@@ -413,11 +413,13 @@ pub struct Vehicle {
     pub make: Option<String>,
     pub model: Option<String>,
     pub year: Option<i16>,
+    /// Usable fuel tank capacity, litres: turns a fuel level in % into litres.
+    pub fuel_tank_l: Option<f64>,
     pub attributes: Value,
     pub created_at: DateTime<Utc>,
 }
 
-const VEHICLE_COLS: &str = "id, name, vin, plate, make, model, year, attributes, created_at";
+const VEHICLE_COLS: &str = "id, name, vin, plate, make, model, year, fuel_tank_l, attributes, created_at";
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -476,6 +478,8 @@ pub struct VehicleBody {
     pub make: Option<String>,
     pub model: Option<String>,
     pub year: Option<i16>,
+    /// Litres, in (0, 100000].
+    pub fuel_tank_l: Option<f64>,
     pub attributes: Option<Value>,
 }
 
@@ -498,6 +502,14 @@ fn check_vehicle_body(b: &VehicleBody, creating: bool) -> ApiResult<()> {
     {
         return Err(ApiError::validation("year", "between 1900 and 2100"));
     }
+    if let Some(t) = b.fuel_tank_l
+        && !(t.is_finite() && t > 0.0 && t <= 100_000.0)
+    {
+        return Err(ApiError::validation(
+            "fuel_tank_l",
+            "litres, more than 0 and at most 100000",
+        ));
+    }
     for (f, v) in [("plate", &b.plate), ("make", &b.make), ("model", &b.model)] {
         if v.as_ref().is_some_and(|s| s.len() > 100) {
             return Err(ApiError::validation(f, "at most 100 bytes"));
@@ -519,8 +531,8 @@ pub async fn create_vehicle(
 ) -> ApiResult<Response> {
     check_vehicle_body(&b, true)?;
     let v: Vehicle = sqlx::query_as(sqlf!(
-        "INSERT INTO vehicles (tenant_id, name, vin, plate, make, model, year, attributes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, '{{}}')) RETURNING {VEHICLE_COLS}"
+        "INSERT INTO vehicles (tenant_id, name, vin, plate, make, model, year, attributes, fuel_tank_l) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, '{{}}'), $9) RETURNING {VEHICLE_COLS}"
     ))
     .bind(ctx.tenant_id)
     .bind(b.name)
@@ -530,6 +542,7 @@ pub async fn create_vehicle(
     .bind(b.model)
     .bind(b.year)
     .bind(b.attributes)
+    .bind(b.fuel_tank_l)
     .fetch_one(&state.pool)
     .await?;
     Ok(created(v))
@@ -557,7 +570,8 @@ pub async fn patch_vehicle(
     sqlx::query_as(sqlf!(
         "UPDATE vehicles SET name = coalesce($3, name), vin = coalesce($4, vin), plate = coalesce($5, plate), \
          make = coalesce($6, make), model = coalesce($7, model), year = coalesce($8, year), \
-         attributes = coalesce($9, attributes) WHERE tenant_id = $1 AND id = $2 RETURNING {VEHICLE_COLS}"
+         attributes = coalesce($9, attributes), fuel_tank_l = coalesce($10, fuel_tank_l) \
+         WHERE tenant_id = $1 AND id = $2 RETURNING {VEHICLE_COLS}"
     ))
     .bind(ctx.tenant_id)
     .bind(id)
@@ -568,6 +582,7 @@ pub async fn patch_vehicle(
     .bind(b.model)
     .bind(b.year)
     .bind(b.attributes)
+    .bind(b.fuel_tank_l)
     .fetch_optional(&state.pool)
     .await?
     .map(Json)
