@@ -1467,3 +1467,106 @@ async fn gateway_webhook_verifies_signatures() {
         .unwrap();
     assert_eq!(bare.send(req).await.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn customers_see_and_pay_only_their_own_bookings_and_hold_at_most_five() {
+    let app = app().await;
+    let m = market(&app, "Shop", "356307042441055", 10).await;
+    let (_, c1) = user_in(&app, m.tenant, "one@shop.example.com", Role::Customer).await;
+    let (_, c2) = user_in(&app, m.tenant, "two@shop.example.com", Role::Customer).await;
+    let (_, fm) = user_in(&app, m.tenant, "fm@shop.example.com", Role::FleetManager).await;
+    let book = |h: u32| json!({"vehicle_id": m.vehicle, "partner_id": m.partner, "service_id": m.service_id, "start": tomorrow(h)});
+    let mine = post_ok(&app, &c1, "/api/v1/bookings", book(8)).await;
+    let id = mine["id"].as_i64().unwrap();
+    assert!(mine["customer_id"].is_number());
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/bookings/{id}"), Some(&c2), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        app.call("GET", "/api/v1/bookings", Some(&c2), None).await.json["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        app.call("GET", "/api/v1/bookings", Some(&fm), None).await.json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Paying: only for one's own booking, as oneself.
+    let r = app
+        .call("POST", "/api/v1/payments", Some(&c2), Some(json!({"booking_id": id})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/payments",
+            Some(&c1),
+            Some(json!({"booking_id": id, "parts": [{"method": "card", "payer": "tenant", "amount": 12000}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/payments",
+            Some(&c1),
+            Some(json!({"booking_id": id, "currency": "USD"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "currency mismatch with the booking: {}",
+        r.text
+    );
+    let p = post_ok(&app, &c1, "/api/v1/payments", json!({"booking_id": id})).await;
+    assert_eq!(p["parts"][0]["payer"], "user");
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/payments/{}", p["id"]), Some(&c2), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.call("GET", "/api/v1/payments", Some(&c1), None).await.json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A customer cancels but cannot confirm.
+    let tr = format!("/api/v1/bookings/{id}/transitions");
+    assert_eq!(
+        app.call("POST", &tr, Some(&c1), Some(json!({"to": "confirmed"})))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.call("POST", &tr, Some(&c2), Some(json!({"to": "cancelled"})))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // At most five unconfirmed holds per customer (SECURITY API6).
+    for h in 9..13 {
+        post_ok(&app, &c1, "/api/v1/bookings", book(h)).await;
+    }
+    let r = app.call("POST", "/api/v1/bookings", Some(&c1), Some(book(14))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    post_ok(&app, &c1, &tr, json!({"to": "cancelled"})).await;
+    post_ok(&app, &c1, "/api/v1/bookings", book(14)).await;
+    // Drivers have no business here.
+    let (_, drv) = user_in(&app, m.tenant, "drv@shop.example.com", Role::Driver).await;
+    assert_eq!(
+        app.call("GET", "/api/v1/bookings", Some(&drv), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+}

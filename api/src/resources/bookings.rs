@@ -380,8 +380,8 @@ pub async fn transition_booking(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SlotQuery {
-    /// Catalogue entry id (`/partners/{id}/services`).
-    pub service_id: i64,
+    /// Catalogue entry id (`/partners/{id}/services`); required.
+    pub service_id: Option<i64>,
     /// Window start (default now).
     pub from: Option<DateTime<Utc>>,
     /// Window end (default `from` + 7 days; at most 31 days).
@@ -414,9 +414,12 @@ pub async fn slots(
     ApiQuery(q): ApiQuery<SlotQuery>,
 ) -> ApiResult<Json<Slots>> {
     let p = partner_for(&state, &ctx, id, Access::Read).await?;
+    let service_id = q
+        .service_id
+        .ok_or_else(|| ApiError::validation("service_id", "required"))?;
     let minutes: Option<i32> =
         sqlx::query_scalar("SELECT duration_min FROM partner_services WHERE id = $1 AND partner_id = $2")
-            .bind(q.service_id)
+            .bind(service_id)
             .bind(id)
             .fetch_optional(&state.pool)
             .await?;
@@ -462,7 +465,7 @@ pub async fn slots(
         t += Duration::minutes(15);
     }
     Ok(Json(Slots {
-        service_id: q.service_id,
+        service_id,
         duration_min: minutes,
         items,
     }))
