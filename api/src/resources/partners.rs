@@ -34,11 +34,10 @@ use crate::{AppState, Ctx};
 /// currency mismatch), 402 declined, 503 gateway down. Database faults are a bare 500.
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        match &e {
-            ServiceError::Database(inner) => {
-                tracing::error!(error = %inner, "services database error");
-                ApiError::internal()
-            }
+        match e {
+            // The database refusing the client's input (a NUL in a name, a number out of
+            // range) is still a 4xx; anything else is logged and a bare 500.
+            ServiceError::Database(inner) => ApiError::from(inner),
             ServiceError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             _ => ApiError::new(
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -679,6 +679,9 @@ pub async fn generate_invoice(
 ) -> ApiResult<Response> {
     let month = NaiveDate::parse_from_str(&format!("{}-01", req.month), "%Y-%m-%d")
         .map_err(|_| ApiError::validation("month", "YYYY-MM"))?;
+    if month.year() < 2000 {
+        return Err(ApiError::validation("month", "from 2000-01"));
+    }
     let today = Utc::now().date_naive();
     if (month.year(), month.month()) > (today.year(), today.month()) {
         return Err(ApiError::validation("month", "must not be in the future"));
