@@ -5,7 +5,8 @@
 //! route table in [`perm`]), tenancy (the [`Ctx`] extractor: every query takes it, so
 //! another tenant's object is a 404 by construction), the HTTP conventions (one error
 //! shape, cursor pagination, ETags, idempotency keys, request ids, CORS, rate limits,
-//! gzip) and the resources themselves. `clutch serve` mounts [`router`] next to its
+//! gzip) and the resources themselves, including the `services` domains (partners,
+//! bookings, payments; issue 9). `clutch serve` mounts [`router`] next to its
 //! `/health` and `/metrics`.
 
 use std::path::{Path, PathBuf};
