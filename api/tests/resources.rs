@@ -388,7 +388,20 @@ async fn tenant_isolation_sweep_over_every_route() {
                 "items": [{"vehicle_id": a_veh, "start": "2030-01-01T10:00:00Z"}]}),
             "/api/v1/payments" => json!({"booking_id": sa.ids["bookings"]}),
             "/api/v1/refunds" => json!({"payment_id": sa.ids["payments"], "amount": 1}),
-            "/api/v1/payouts" => json!({"partner_id": sa.ids["partners"]}),
+            "/api/v1/payouts" => {
+                // A partner named in the body that the caller does not operate: 404, like an unknown one.
+                let r = app
+                    .call(method, path, Some(&b), Some(json!({"partner_id": sa.ids["partners"]})))
+                    .await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::NOT_FOUND,
+                    "POST {path} with A's partner: {}",
+                    r.text
+                );
+                exercised.push((method, path));
+                continue;
+            }
             other => panic!("no isolation case for POST {other}"),
         };
         let r = app.call(method, path, Some(&b), Some(body)).await;

@@ -825,6 +825,22 @@ async fn end_to_end_dtc_to_payout_over_http() {
     assert_eq!(r.json["status"], "accepted");
     assert_eq!(r.json["booking_id"], booking);
 
+    // The partner holds a part for the visit.
+    post_ok(
+        &app,
+        &partner_tok,
+        &format!("/api/v1/partners/{}/parts", m.partner),
+        json!({"sku": "SPARK-4", "name": "spark plugs", "price_minor": 2_000, "stock": 4}),
+    )
+    .await;
+    post_ok(
+        &app,
+        &partner_tok,
+        &format!("/api/v1/partners/{}/reservations", m.partner),
+        json!({"sku": "SPARK-4", "quantity": 4, "booking_id": booking}),
+    )
+    .await;
+
     // The partner works it; rating is refused until it is completed.
     let tr = format!("/api/v1/bookings/{booking}/transitions");
     let rate = format!("/api/v1/partners/{}/ratings", m.partner);
@@ -841,6 +857,21 @@ async fn end_to_end_dtc_to_payout_over_http() {
         let r = post_ok(&app, &partner_tok, &tr, json!({"to": to})).await;
         assert_eq!(r["status"], to);
     }
+
+    let parts = app
+        .call(
+            "GET",
+            &format!("/api/v1/partners/{}/parts?sku=SPARK-4", m.partner),
+            Some(&partner_tok),
+            None,
+        )
+        .await;
+    assert_eq!(
+        parts.json["items"][0]["stock"], 0,
+        "completion consumed the held parts: {}",
+        parts.text
+    );
+    assert_eq!(parts.json["items"][0]["reserved"], 0);
 
     // Pay for it: authorise, capture; settle the 15 % commission; pay the partner out.
     let pay = post_ok(&app, &fm, "/api/v1/payments", json!({"booking_id": booking})).await;

@@ -345,7 +345,8 @@ pub struct BookingTransition {
 /// Move a booking along its workflow (requested → confirmed → in_progress → completed;
 /// cancelled or no_show). The partner's users and admins may make any allowed step; the
 /// fleet's other roles and customers may only cancel. Not allowed from the current
-/// status: 409.
+/// status: 409. Parts reserved for the booking are consumed on completion and released
+/// on cancellation or no-show.
 #[utoipa::path(post, path = "/api/v1/bookings/{id}/transitions", tag = "bookings", params(("id" = i64, Path)),
     request_body = BookingTransition,
     responses((status = 200, body = Booking), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -372,6 +373,21 @@ pub async fn transition_booking(
         ));
     }
     services::bookings::transition(&state.pool, id, &req.to, &actor(&ctx)).await?;
+    // Parts held for the visit are used when it completes and go back to stock when it
+    // does not happen. Each reservation ends once, so a retry cannot double-count.
+    if matches!(req.to.as_str(), "completed" | "cancelled" | "no_show") {
+        let held: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM part_reservations WHERE booking_id = $1 AND status = 'held'")
+                .bind(id)
+                .fetch_all(&state.pool)
+                .await?;
+        for r in held {
+            match services::partners::finish_reservation(&state.pool, r, req.to == "completed").await {
+                Ok(()) | Err(ServiceError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     Ok(Json(booking_for(&state, &ctx, id).await?))
 }
 

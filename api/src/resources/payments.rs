@@ -885,18 +885,18 @@ pub struct CreatePayout {
     pub currency: Option<String>,
 }
 
-/// Pay out the partner's whole payable balance. Nothing owed: 409.
+/// Pay out the partner's whole payable balance. Unknown partner 404; nothing owed 409.
 #[utoipa::path(post, path = "/api/v1/payouts", tag = "payments", request_body = CreatePayout,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Payout), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Payout), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn create_payout(
     State(state): State<AppState>,
     ctx: Ctx,
     ApiJson(req): ApiJson<CreatePayout>,
 ) -> ApiResult<Response> {
-    let p = partner_for(&state, &ctx, req.partner_id, Access::Own)
-        .await
-        .map_err(|_| ApiError::validation("partner_id", "no such partner"))?;
+    // Unknown, or operated by another tenant: the same 404.
+    let p = partner_for(&state, &ctx, req.partner_id, Access::Own).await?;
     let currency = req.currency.unwrap_or(p.currency);
     let amount = services::payments::payout(&state.pool, p.id, &currency).await?;
     if amount == 0 {
