@@ -721,6 +721,31 @@ async fn fifty_parallel_requests_for_one_slot_book_it_once() {
         "{:?}",
         rs.iter().map(|r| r.status).collect::<Vec<_>>()
     );
+    // With two bays and one Idempotency-Key, racing retries still book once.
+    let m2 = market(&app, "Retry", "356307042441098", 2).await;
+    let body = json!({"vehicle_id": m2.vehicle, "partner_id": m2.partner, "service_id": m2.service_id, "start": start});
+    let rs = join_all((0..10).map(|_| {
+        app.call_with(
+            "POST",
+            "/api/v1/bookings",
+            Some(&m2.admin),
+            Some(body.clone()),
+            &[("idempotency-key", "bk-1")],
+        )
+    }))
+    .await;
+    assert!(
+        rs.iter()
+            .all(|r| r.status == StatusCode::CREATED && r.json["id"] == rs[0].json["id"]),
+        "{:?}",
+        rs.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE partner_id = $1")
+        .bind(m2.partner)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 /// Vehicle with a DTC event → recommendation listed with the matched shop → accept →
@@ -1071,6 +1096,31 @@ async fn concurrent_over_refunds_never_exceed_the_capture() {
         .await
         .unwrap();
     assert_eq!(refunded, 10_000);
+    // A refund retried with one key — ten racing copies — refunds once.
+    let id2 = captured(&app, &a, 1_000).await;
+    let body = json!({"payment_id": id2, "amount": 300});
+    let rs = join_all((0..10).map(|_| {
+        app.call_with(
+            "POST",
+            "/api/v1/refunds",
+            Some(&a),
+            Some(body.clone()),
+            &[("idempotency-key", "rf-1")],
+        )
+    }))
+    .await;
+    let ids: std::collections::BTreeSet<i64> = rs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            r.json["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let p = app
+        .call("GET", &format!("/api/v1/payments/{id2}"), Some(&a), None)
+        .await;
+    assert_eq!(p.json["refunded"], 300);
     // Another tenant can neither see nor refund it.
     let (_, b) = app.tenant_user("Beta", Role::Admin).await;
     let r = app

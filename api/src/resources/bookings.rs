@@ -221,16 +221,30 @@ async fn book(
 pub async fn create_booking(
     State(state): State<AppState>,
     ctx: Ctx,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<CreateBooking>,
 ) -> ApiResult<Response> {
+    let key = super::payments::idempotency_key(&headers, &ctx)?;
     if !vehicle_in_tenant(&state, &ctx, req.vehicle_id).await? {
         return Err(ApiError::validation("vehicle_id", "no such vehicle"));
     }
     bookable_partner(&state, &ctx, req.partner_id).await?;
     let service = service_code(&state, req.partner_id, req.service_id, req.service.as_deref()).await?;
-    Ok(created(
-        book(&state, &ctx, req.vehicle_id, req.partner_id, &service, req.start).await?,
-    ))
+    // A retried request (same key) must not take a second bay.
+    let new = services::bookings::NewBooking {
+        tenant_id: Some(ctx.tenant_id),
+        customer_id: (ctx.role == Role::Customer).then_some(ctx.user_id),
+        vehicle_id: Some(req.vehicle_id),
+        partner_id: req.partner_id,
+        service,
+        start: req.start,
+    };
+    let who = actor(&ctx);
+    let b: services::bookings::Booking = super::payments::once_per_key(&state, "booking", key.as_deref(), &new, || {
+        services::bookings::create(&state.pool, &new, &who)
+    })
+    .await?;
+    Ok(created(booking_for(&state, &ctx, b.id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

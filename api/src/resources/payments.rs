@@ -211,7 +211,112 @@ pub struct CreatePayment {
     pub parts: Option<Vec<PaymentPart>>,
 }
 
-fn idempotency_key(headers: &HeaderMap, ctx: &Ctx) -> ApiResult<Option<String>> {
+/// Runs `work` once per idempotency key with the services' idempotency: the key's row
+/// is claimed in a transaction held open while the work runs, so a concurrent request
+/// with the same key waits for it and then replays the stored outcome (errors included)
+/// instead of doing the work a second time. Without a key, just runs it.
+pub(crate) async fn once_per_key<T, R, Fut>(
+    state: &AppState,
+    scope: &str,
+    key: Option<&str>,
+    request: &R,
+    work: impl FnOnce() -> Fut,
+) -> ApiResult<T>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+    R: Serialize,
+    Fut: std::future::Future<Output = Result<T, services::ServiceError>>,
+{
+    use services::idempotency::{self, Claim};
+    let Some(key) = key else {
+        return Ok(work().await?);
+    };
+    let hash = idempotency::request_hash(request);
+    // Same-key requests in this process queue here, holding no database connection: a
+    // waiter parked on the key's row would hold one, and enough of them would starve the
+    // pool the first request needs to finish. Across processes the row lock still
+    // serialises them.
+    let local = KeyLocks::acquire(&format!("{scope}:{key}")).await;
+    let mut tx = state.pool.begin().await?;
+    match idempotency::claim::<T>(&mut tx, scope, key, &hash).await? {
+        Claim::Fresh => {}
+        Claim::Replay(Ok(v)) => return Ok(v),
+        Claim::Replay(Err(e)) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            return Err(ApiError::new(status, stored_code(&e.code), e.message));
+        }
+    }
+    let out = match work().await {
+        Ok(v) => {
+            idempotency::complete(&mut tx, scope, key, &v).await?;
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            drop(tx);
+            idempotency::record_error(&state.pool, scope, key, &hash, &e).await?;
+            Err(e.into())
+        }
+    };
+    drop(local);
+    out
+}
+
+type KeyLockMap = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
+
+/// Per-key async locks, removed when nobody holds or waits for them.
+struct KeyLocks;
+
+struct KeyGuard {
+    name: String,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+static KEY_LOCKS: std::sync::LazyLock<std::sync::Mutex<KeyLockMap>> = std::sync::LazyLock::new(Default::default);
+
+impl KeyLocks {
+    async fn acquire(name: &str) -> KeyGuard {
+        let lock = {
+            let mut map = KEY_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(name.to_string()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        KeyGuard {
+            name: name.to_string(),
+            lock,
+            _guard: guard,
+        }
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let mut map = KEY_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's, ours and our guard's: nobody else holds or waits for it.
+        if std::sync::Arc::strong_count(&self.lock) <= 3 {
+            map.remove(&self.name);
+        }
+    }
+}
+
+/// The static code of a stored error (the services' codes are a closed set).
+fn stored_code(code: &str) -> &'static str {
+    [
+        "not_found",
+        "invalid",
+        "conflict",
+        "insufficient_funds",
+        "idempotency_mismatch",
+        "declined",
+        "gateway_unavailable",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or("invalid")
+}
+
+pub(crate) fn idempotency_key(headers: &HeaderMap, ctx: &Ctx) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -348,7 +453,14 @@ pub async fn create_payment(
         tax_region,
         parts,
     };
+    // The services' idempotency makes racing same-key requests run once; queueing them
+    // here first keeps the waiters from each holding a pooled connection.
+    let local = match &key {
+        Some(k) => Some(KeyLocks::acquire(&format!("payment_intent:{k}")).await),
+        None => None,
+    };
     let intent = services::payments::create_intent(&state.pool, &new, key.as_deref()).await?;
+    drop(local);
     if let Some(bid) = req.booking_id {
         let linked = sqlx::query(
             "UPDATE bookings SET payment_intent_id = $1 WHERE id = $2 AND (payment_intent_id IS NULL \
@@ -486,7 +598,8 @@ pub struct CreateRefund {
 }
 
 /// Refund part or all of a captured payment. Refunds never exceed the capture in total,
-/// however many race (the excess ones get 422).
+/// however many race (the excess ones get 422). With `Idempotency-Key`, retries (even
+/// concurrent ones) refund once and replay the answer.
 #[utoipa::path(post, path = "/api/v1/refunds", tag = "payments", request_body = CreateRefund,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = Refund), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -494,8 +607,10 @@ pub struct CreateRefund {
 pub async fn create_refund(
     State(state): State<AppState>,
     ctx: Ctx,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateRefund>,
 ) -> ApiResult<Response> {
+    let key = idempotency_key(&headers, &ctx)?;
     let p = intent_row(&state, &ctx, req.payment_id)
         .await?
         .ok_or_else(|| ApiError::validation("payment_id", "no such payment"))?;
@@ -503,12 +618,21 @@ pub async fn create_refund(
         return Err(ApiError::validation("reason", "at most 2000 bytes"));
     }
     let amount = req.amount.unwrap_or(p.5 - p.6);
-    let r = services::payments::refund(
-        &state.pool,
-        state.gateway.as_ref(),
-        req.payment_id,
-        amount,
-        req.reason.as_deref(),
+    // Money leaves: a retry racing the original must not refund twice.
+    let r: services::payments::Refund = once_per_key(
+        &state,
+        "refund",
+        key.as_deref(),
+        &(req.payment_id, amount, &req.reason),
+        || {
+            services::payments::refund(
+                &state.pool,
+                state.gateway.as_ref(),
+                req.payment_id,
+                amount,
+                req.reason.as_deref(),
+            )
+        },
     )
     .await?;
     let out: Refund = sqlx::query_as(
@@ -1007,4 +1131,29 @@ pub async fn gateway_webhook(
         received: true,
         duplicate: inserted == 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KEY_LOCKS, KeyLocks};
+
+    #[tokio::test]
+    async fn key_locks_serialise_one_key_and_are_forgotten_when_free() {
+        let first = KeyLocks::acquire("t:k").await;
+        let waiter = tokio::spawn(async { KeyLocks::acquire("t:k").await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a second holder of the same key waits");
+        let other = KeyLocks::acquire("t:other").await;
+        drop(other);
+        drop(first);
+        let second = waiter.await.unwrap();
+        assert!(KEY_LOCKS.lock().unwrap().contains_key("t:k"));
+        drop(second);
+        let map = KEY_LOCKS.lock().unwrap();
+        assert!(
+            !map.contains_key("t:k") && !map.contains_key("t:other"),
+            "{:?}",
+            map.keys()
+        );
+    }
 }
