@@ -141,6 +141,7 @@ fn services_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(b::list_recommendations))
         .routes(routes!(b::read_recommendation))
         .routes(routes!(b::accept_recommendation))
+        .routes(routes!(b::dismiss_recommendation))
         .routes(routes!(m::list_payments, m::create_payment))
         .routes(routes!(m::read_payment))
         .routes(routes!(m::authorize_payment))

@@ -125,6 +125,7 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/recommendations", BOOK),
     ("GET", "/api/v1/recommendations/{id}", BOOK),
     ("POST", "/api/v1/recommendations/{id}/accept", BOOK),
+    ("POST", "/api/v1/recommendations/{id}/dismiss", BOOK),
     ("GET", "/api/v1/payments", PAY),
     ("POST", "/api/v1/payments", PAY),
     ("GET", "/api/v1/payments/{id}", PAY),

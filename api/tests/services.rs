@@ -849,6 +849,42 @@ async fn end_to_end_dtc_to_payout_over_http() {
         .await;
     assert_eq!(r.json["status"], "accepted");
     assert_eq!(r.json["booking_id"], booking);
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/recommendations/{rec_id}/dismiss"),
+            Some(&fm),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "accepted, not dismissable: {}", r.text);
+    // A second fault the fleet chooses to ignore.
+    sqlx::query("INSERT INTO events (device_id, time, kind, attributes) VALUES ($1, now(), 'dtc_raised', $2)")
+        .bind(m.device)
+        .bind(json!({"code": "P0420", "description": "catalyst efficiency"}))
+        .execute(app.pool())
+        .await
+        .unwrap();
+    services::recommendations::sweep(app.pool(), Utc::now() - Duration::hours(1))
+        .await
+        .unwrap();
+    let open = app
+        .call("GET", "/api/v1/recommendations?status=open", Some(&fm), None)
+        .await;
+    assert_eq!(open.json["items"][0]["code"], "P0420", "{}", open.text);
+    let other = open.json["items"][0]["id"].as_i64().unwrap();
+    let dismiss = format!("/api/v1/recommendations/{other}/dismiss");
+    assert_eq!(
+        app.call("POST", &dismiss, Some(&stranger), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app.call("POST", &dismiss, Some(&fm), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "dismissed");
+    assert_eq!(
+        app.call("POST", &dismiss, Some(&fm), None).await.status,
+        StatusCode::CONFLICT
+    );
 
     // The partner holds a part for the visit.
     post_ok(

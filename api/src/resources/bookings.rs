@@ -672,3 +672,39 @@ pub async fn accept_recommendation(
     })?;
     Ok(created(booking_for(&state, &ctx, b.id).await?))
 }
+
+/// Dismiss an open recommendation (nothing to book). Once: 409 when it is no longer open.
+#[utoipa::path(post, path = "/api/v1/recommendations/{id}/dismiss", tag = "bookings", params(("id" = i64, Path)),
+    responses((status = 200, body = Recommendation), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn dismiss_recommendation(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Recommendation>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM recommendations WHERE id = $1 AND tenant_id = $2")
+            .bind(id)
+            .bind(ctx.tenant_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let status = status.ok_or_else(ApiError::not_found)?;
+    let n = sqlx::query(
+        "UPDATE recommendations SET status = 'dismissed' WHERE id = $1 AND tenant_id = $2 AND status = 'open'",
+    )
+    .bind(id)
+    .bind(ctx.tenant_id)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(ApiError::conflict(format!("the recommendation is already {status}")));
+    }
+    let r: RecRow = sqlx::query_as(sqlf!(
+        "SELECT {REC_COLS} FROM recommendations r WHERE r.tenant_id = $1 AND r.id = $2"
+    ))
+    .bind(ctx.tenant_id)
+    .bind(id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Json(recommendation_out(&state, r).await?))
+}
