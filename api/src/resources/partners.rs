@@ -294,14 +294,34 @@ pub async fn create_partner(
         tax_region: req.tax_region,
     };
     let p = services::partners::create(&state.pool, &new, &actor(&ctx)).await?;
-    // Not in the service's transaction: if this fails the partner stays `applied` with
-    // no operator, visible to nobody, and harmless.
-    sqlx::query("UPDATE partners SET tenant_id = $2, qualifications_expire_at = $3 WHERE id = $1")
+    // The service creates in its own transaction; the operator is set right after. Should
+    // that fail, the fresh partner (applied, nothing refers to it) is removed again so
+    // nothing is left half-made; were even that to fail, an `applied` partner without an
+    // operator is visible to nobody.
+    let owned = sqlx::query("UPDATE partners SET tenant_id = $2, qualifications_expire_at = $3 WHERE id = $1")
         .bind(p.id)
         .bind(ctx.tenant_id)
         .bind(req.qualifications_expire_at)
         .execute(&state.pool)
-        .await?;
+        .await;
+    if let Err(e) = owned {
+        let undo = async {
+            let mut tx = state.pool.begin().await?;
+            sqlx::query("DELETE FROM partner_audit WHERE partner_id = $1")
+                .bind(p.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM partners WHERE id = $1")
+                .bind(p.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        if let Err(u) = undo.await {
+            tracing::warn!(partner = p.id, error = %u, "could not remove a partner left without operator");
+        }
+        return Err(e.into());
+    }
     let row = partner_for(&state, &ctx, p.id, Access::Own).await?;
     Ok(created(partner_out(row, true)))
 }
