@@ -112,9 +112,50 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             telemetry::patch_plan,
             telemetry::delete_plan
         ))
+        .merge(services_routes())
         .routes(routes!(live::ws))
         .routes(routes!(live::sse))
         .routes(routes!(ready))
+}
+
+/// Services (issue 9): partners, bookings, recommendations, payments.
+fn services_routes() -> OpenApiRouter<AppState> {
+    use crate::resources::{bookings as b, partners as p, payments as m};
+    OpenApiRouter::new()
+        .routes(routes!(p::list_partners, p::create_partner))
+        .routes(routes!(p::match_shops))
+        .routes(routes!(p::read_partner, p::patch_partner, p::delete_partner))
+        .routes(routes!(p::list_partner_transitions, p::transition_partner))
+        .routes(routes!(p::list_members, p::add_member))
+        .routes(routes!(p::list_services, p::set_service))
+        .routes(routes!(p::read_hours, p::put_hours))
+        .routes(routes!(b::slots))
+        .routes(routes!(p::list_parts, p::set_stock))
+        .routes(routes!(p::list_reservations, p::create_reservation))
+        .routes(routes!(p::finish_reservation))
+        .routes(routes!(p::list_ratings, p::create_rating))
+        .routes(routes!(b::list_bookings, b::create_booking))
+        .routes(routes!(b::bulk_bookings))
+        .routes(routes!(b::read_booking))
+        .routes(routes!(b::transition_booking))
+        .routes(routes!(b::list_recommendations))
+        .routes(routes!(b::read_recommendation))
+        .routes(routes!(b::accept_recommendation))
+        .routes(routes!(b::dismiss_recommendation))
+        .routes(routes!(m::list_payments, m::create_payment))
+        .routes(routes!(m::read_payment))
+        .routes(routes!(m::authorize_payment))
+        .routes(routes!(m::capture_payment))
+        .routes(routes!(m::void_payment))
+        .routes(routes!(m::settle_payment))
+        .routes(routes!(m::gateway_webhook))
+        .routes(routes!(m::list_refunds, m::create_refund))
+        .routes(routes!(m::list_invoices, m::generate_invoice))
+        .routes(routes!(m::read_invoice))
+        .routes(routes!(m::list_wallets))
+        .routes(routes!(m::top_up))
+        .routes(routes!(m::wallet_entries))
+        .routes(routes!(m::list_payouts, m::create_payout))
 }
 
 fn auth_routes() -> OpenApiRouter<AppState> {

@@ -5,7 +5,8 @@
 //! route table in [`perm`]), tenancy (the [`Ctx`] extractor: every query takes it, so
 //! another tenant's object is a 404 by construction), the HTTP conventions (one error
 //! shape, cursor pagination, ETags, idempotency keys, request ids, CORS, rate limits,
-//! gzip) and the resources themselves. `clutch serve` mounts [`router`] next to its
+//! gzip) and the resources themselves, including the `services` domains (partners,
+//! bookings, payments; issue 9). `clutch serve` mounts [`router`] next to its
 //! `/health` and `/metrics`.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub struct ApiConfig {
     pub lockout_threshold: u32,
     /// Live-stream messages queued per client before it is dropped as too slow.
     pub stream_queue: usize,
+    /// Secrets the payment gateway signs its webhooks with (several during a rotation).
+    /// Empty: the webhook endpoint refuses everything. Redacted in `Debug`.
+    pub gateway_webhook_secrets: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +72,7 @@ impl Default for ApiConfig {
             max_page_size: 500,
             lockout_threshold: 5,
             stream_queue: 256,
+            gateway_webhook_secrets: Vec::new(),
         }
     }
 }
@@ -86,6 +91,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_page_size", &self.max_page_size)
             .field("lockout_threshold", &self.lockout_threshold)
             .field("stream_queue", &self.stream_queue)
+            .field(
+                "gateway_webhook_secrets",
+                &format_args!("<{} redacted>", self.gateway_webhook_secrets.len()),
+            )
             .finish()
     }
 }
@@ -152,6 +161,9 @@ pub struct Shared {
     /// Events the stream operators detect (trips, geofences, harsh driving, fuel…), as
     /// JSON objects with at least `device_id` and `kind`, for the live stream.
     pub operator_events: Option<tokio::sync::broadcast::Sender<serde_json::Value>>,
+    /// The payment gateway behind `/api/v1/payments` (the deterministic sandbox unless
+    /// [`AppState::with_gateway`] sets another).
+    pub gateway: Arc<dyn services::gateway::Gateway>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -186,7 +198,16 @@ impl AppState {
             bus,
             ready_checks: Vec::new(),
             operator_events: None,
+            gateway: Arc::new(services::gateway::SandboxGateway::new()),
         }))
+    }
+
+    /// Uses `gateway` for payments. Call before [`router`].
+    pub fn with_gateway(mut self, gateway: Arc<dyn services::gateway::Gateway>) -> AppState {
+        Arc::get_mut(&mut self.0)
+            .expect("with_gateway before the state is shared")
+            .gateway = gateway;
+        self
     }
 
     /// Adds the operators' events to the live stream. Call before [`router`].

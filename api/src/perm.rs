@@ -15,6 +15,19 @@ const OPS: &[Role] = &[Admin, FleetManager, Dispatcher];
 /// own account until per-object scoping for them exists.
 const VIEW: &[Role] = &[Admin, FleetManager, Dispatcher, Partner];
 
+// Services (issue 9). Partners are one marketplace across tenants; the handlers scope
+// per object on top of this table: a partner user sees only its own partner's bookings,
+// a customer only their own bookings, payments and wallet, an admin manages only the
+// partners its tenant operates (`api/src/resources/{partners,bookings,payments}.rs`).
+/// Everyone who deals with the marketplace (drivers do not).
+const MARKET: &[Role] = &[Admin, FleetManager, Dispatcher, Customer, Partner];
+/// Book service for vehicles.
+const BOOK: &[Role] = &[Admin, FleetManager, Dispatcher, Customer];
+/// Keep a partner's catalogue, hours and stock: its operator's admins and its own users.
+const KEEP: &[Role] = &[Admin, Partner];
+/// Pay: the fleet's money people, and customers for their own bookings and wallet.
+const PAY: &[Role] = &[Admin, FleetManager, Customer];
+
 /// (method, full route path, roles). Paths are axum route templates.
 pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/me", ALL),
@@ -81,6 +94,55 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/unknown-devices", ADMIN),
     ("GET", "/api/v1/stream", VIEW),
     ("GET", "/api/v1/stream/sse", VIEW),
+    // Services (issue 9).
+    ("GET", "/api/v1/partners", MARKET),
+    ("POST", "/api/v1/partners", ADMIN),
+    ("GET", "/api/v1/partners/match", BOOK),
+    ("GET", "/api/v1/partners/{id}", MARKET),
+    ("PATCH", "/api/v1/partners/{id}", ADMIN),
+    ("DELETE", "/api/v1/partners/{id}", ADMIN),
+    ("GET", "/api/v1/partners/{id}/transitions", ADMIN),
+    ("POST", "/api/v1/partners/{id}/transitions", ADMIN),
+    ("GET", "/api/v1/partners/{id}/members", ADMIN),
+    ("POST", "/api/v1/partners/{id}/members", ADMIN),
+    ("GET", "/api/v1/partners/{id}/services", MARKET),
+    ("POST", "/api/v1/partners/{id}/services", KEEP),
+    ("GET", "/api/v1/partners/{id}/hours", MARKET),
+    ("PUT", "/api/v1/partners/{id}/hours", KEEP),
+    ("GET", "/api/v1/partners/{id}/slots", MARKET),
+    ("GET", "/api/v1/partners/{id}/parts", KEEP),
+    ("POST", "/api/v1/partners/{id}/parts", KEEP),
+    ("GET", "/api/v1/partners/{id}/reservations", KEEP),
+    ("POST", "/api/v1/partners/{id}/reservations", KEEP),
+    ("POST", "/api/v1/reservations/{id}/finish", KEEP),
+    ("GET", "/api/v1/partners/{id}/ratings", MARKET),
+    ("POST", "/api/v1/partners/{id}/ratings", BOOK),
+    ("GET", "/api/v1/bookings", MARKET),
+    ("POST", "/api/v1/bookings", BOOK),
+    ("POST", "/api/v1/bookings/bulk", OPS),
+    ("GET", "/api/v1/bookings/{id}", MARKET),
+    ("POST", "/api/v1/bookings/{id}/transitions", MARKET),
+    ("GET", "/api/v1/recommendations", BOOK),
+    ("GET", "/api/v1/recommendations/{id}", BOOK),
+    ("POST", "/api/v1/recommendations/{id}/accept", BOOK),
+    ("POST", "/api/v1/recommendations/{id}/dismiss", BOOK),
+    ("GET", "/api/v1/payments", PAY),
+    ("POST", "/api/v1/payments", PAY),
+    ("GET", "/api/v1/payments/{id}", PAY),
+    ("POST", "/api/v1/payments/{id}/authorize", PAY),
+    ("POST", "/api/v1/payments/{id}/capture", MANAGE),
+    ("POST", "/api/v1/payments/{id}/void", PAY),
+    ("POST", "/api/v1/payments/{id}/settle", ADMIN),
+    ("GET", "/api/v1/refunds", PAY),
+    ("POST", "/api/v1/refunds", MANAGE),
+    ("GET", "/api/v1/invoices", MANAGE),
+    ("POST", "/api/v1/invoices", ADMIN),
+    ("GET", "/api/v1/invoices/{id}", MANAGE),
+    ("GET", "/api/v1/wallets", PAY),
+    ("POST", "/api/v1/wallets/top-ups", PAY),
+    ("GET", "/api/v1/wallets/entries", PAY),
+    ("GET", "/api/v1/payouts", KEEP),
+    ("POST", "/api/v1/payouts", ADMIN),
 ];
 
 /// Routes that need no credentials.
@@ -88,6 +150,8 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"),
+    // The gateway's signature is the authentication (services::gateway::verify_webhook).
+    ("POST", "/api/v1/payments/webhook"),
 ];
 
 pub fn allowed(method: &Method, path: &str, role: Role) -> bool {

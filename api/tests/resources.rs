@@ -171,7 +171,95 @@ async fn seed(app: &App, tok: &str, tenant_id: i64, imei: &str, vin: &str, mark:
         events: vec![],
     })
     .await;
+    seed_services(app, tok, tenant_id, v, dev, mark, &mut ids).await;
     Seed { ids }
+}
+
+/// Services objects of one tenant (issue 9): a partner it operates (suspended at the
+/// end, so other tenants cannot see it in the marketplace), a part reservation, a
+/// booking, a captured and partly refunded payment, an invoice, a recommendation.
+async fn seed_services(
+    app: &App,
+    tok: &str,
+    tenant_id: i64,
+    v: i64,
+    dev: i64,
+    mark: &str,
+    ids: &mut HashMap<&'static str, i64>,
+) {
+    let post = |path: String, body: Value| async move {
+        let r = app.call("POST", &path, Some(tok), Some(body)).await;
+        assert!(r.status.is_success(), "{path}: {}", r.text);
+        r.json
+    };
+    let p = post(
+        "/api/v1/partners".into(),
+        json!({"name": format!("{mark} garage"), "kind": "repair_center", "lat": 52.0, "lon": 13.0}),
+    )
+    .await;
+    let p = p["id"].as_i64().unwrap();
+    ids.insert("partners", p);
+    for to in ["documents_submitted", "approved", "active"] {
+        post(format!("/api/v1/partners/{p}/transitions"), json!({"to": to})).await;
+    }
+    let s = post(
+        format!("/api/v1/partners/{p}/services"),
+        json!({"service": "diagnostics", "price_minor": 9900, "duration_min": 60}),
+    )
+    .await;
+    post(
+        format!("/api/v1/partners/{p}/parts"),
+        json!({"sku": "PAD-1", "name": format!("{mark} pads"), "price_minor": 100, "stock": 5}),
+    )
+    .await;
+    let r = post(
+        format!("/api/v1/partners/{p}/reservations"),
+        json!({"sku": "PAD-1", "quantity": 1}),
+    )
+    .await;
+    ids.insert("reservations", r["id"].as_i64().unwrap());
+    let start = (chrono::Utc::now() + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc();
+    let b = post(
+        "/api/v1/bookings".into(),
+        json!({"vehicle_id": v, "partner_id": p, "service_id": s["id"], "start": start}),
+    )
+    .await;
+    let b = b["id"].as_i64().unwrap();
+    ids.insert("bookings", b);
+    let pay = post("/api/v1/payments".into(), json!({"booking_id": b})).await;
+    let pay = pay["id"].as_i64().unwrap();
+    ids.insert("payments", pay);
+    post(
+        format!("/api/v1/payments/{pay}/authorize"),
+        json!({"card_token": "tok_visa"}),
+    )
+    .await;
+    post(format!("/api/v1/payments/{pay}/capture"), json!({})).await;
+    post("/api/v1/refunds".into(), json!({"payment_id": pay, "amount": 100})).await;
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let inv = post(
+        "/api/v1/invoices".into(),
+        json!({"month": month, "currency": "EUR", "per_active_device": 100, "per_100_km": 10}),
+    )
+    .await;
+    ids.insert("invoices", inv["id"].as_i64().unwrap());
+    let rec: i64 = sqlx::query_scalar(
+        "INSERT INTO recommendations (tenant_id, vehicle_id, device_id, event_kind, event_time, service, reason) \
+         VALUES ($1, $2, $3, 'dtc_raised', now(), 'diagnostics', $4) RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(v)
+    .bind(dev)
+    .bind(format!("P0301: {mark} misfire"))
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    ids.insert("recommendations", rec);
+    post(format!("/api/v1/partners/{p}/transitions"), json!({"to": "suspended"})).await;
 }
 
 fn range() -> &'static str {
@@ -191,6 +279,24 @@ fn body_for(method: &str, path: &str, own_vehicle: i64) -> Option<Value> {
         ("PATCH", _) => Some(json!({"name": "hijacked"})),
         ("POST", p) if p.ends_with("/commands") => Some(json!({"command": {"type": "engine_stop"}})),
         ("POST", p) if p.ends_with("/assignments") => Some(json!({"vehicle_id": own_vehicle})),
+        // Services (issue 9).
+        ("POST", "/api/v1/partners/{id}/transitions") => Some(json!({"to": "suspended"})),
+        ("POST", "/api/v1/partners/{id}/members") => Some(json!({"user_id": 1})),
+        ("POST", "/api/v1/partners/{id}/services") => {
+            Some(json!({"service": "hijacked", "price_minor": 1, "duration_min": 60}))
+        }
+        ("PUT", "/api/v1/partners/{id}/hours") => Some(json!({"time_zone": "UTC", "opening_hours": {}, "capacity": 1})),
+        ("POST", "/api/v1/partners/{id}/parts") => {
+            Some(json!({"sku": "PAD-1", "name": "hijacked", "price_minor": 1, "stock": 9}))
+        }
+        ("POST", "/api/v1/partners/{id}/reservations") => Some(json!({"sku": "PAD-1", "quantity": 1})),
+        ("POST", "/api/v1/reservations/{id}/finish") => Some(json!({"consume": false})),
+        ("POST", "/api/v1/partners/{id}/ratings") => Some(json!({"booking_id": 1, "stars": 5})),
+        ("POST", "/api/v1/bookings/{id}/transitions") => Some(json!({"to": "cancelled"})),
+        ("POST", "/api/v1/recommendations/{id}/accept") => {
+            Some(json!({"partner_id": 1, "service_id": 1, "start": "2030-01-01T10:00:00Z"}))
+        }
+        ("POST", "/api/v1/payments/{id}/authorize") => Some(json!({"card_token": "tok_visa"})),
         _ => None,
     }
 }
@@ -269,6 +375,33 @@ async fn tenant_isolation_sweep_over_every_route() {
                 exercised.push((method, path));
                 continue;
             }
+            // Services: B's own partner, invoice and wallet cannot name A's objects.
+            "/api/v1/partners" | "/api/v1/invoices" | "/api/v1/wallets/top-ups" => {
+                exercised.push((method, path));
+                continue;
+            }
+            "/api/v1/bookings" => {
+                json!({"vehicle_id": a_veh, "partner_id": sa.ids["partners"], "service": "diagnostics",
+                "start": "2030-01-01T10:00:00Z"})
+            }
+            "/api/v1/bookings/bulk" => json!({"partner_id": sa.ids["partners"], "service": "diagnostics",
+                "items": [{"vehicle_id": a_veh, "start": "2030-01-01T10:00:00Z"}]}),
+            "/api/v1/payments" => json!({"booking_id": sa.ids["bookings"]}),
+            "/api/v1/refunds" => json!({"payment_id": sa.ids["payments"], "amount": 1}),
+            "/api/v1/payouts" => {
+                // A partner named in the body that the caller does not operate: 404, like an unknown one.
+                let r = app
+                    .call(method, path, Some(&b), Some(json!({"partner_id": sa.ids["partners"]})))
+                    .await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::NOT_FOUND,
+                    "POST {path} with A's partner: {}",
+                    r.text
+                );
+                exercised.push((method, path));
+                continue;
+            }
             other => panic!("no isolation case for POST {other}"),
         };
         let r = app.call(method, path, Some(&b), Some(body)).await;
@@ -285,7 +418,7 @@ async fn tenant_isolation_sweep_over_every_route() {
     // No side effect on A: everything is still there, unchanged.
     for (res, id) in &sa.ids {
         let url = match *res {
-            "api-keys" => continue,
+            "api-keys" | "reservations" => continue,
             "commands" => format!("/api/v1/commands/{id}"),
             r => format!("/api/v1/{r}/{id}"),
         };

@@ -16,6 +16,10 @@ macro_rules! sqlf {
 
 pub mod fleet;
 pub mod telemetry;
+// Services (issue 9).
+pub mod bookings;
+pub mod partners;
+pub mod payments;
 
 /// Common list parameters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
