@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod ctx;
 pub mod docs;
@@ -152,6 +154,8 @@ pub struct Shared {
     /// Events the stream operators detect (trips, geofences, harsh driving, fuel…), as
     /// JSON objects with at least `device_id` and `kind`, for the live stream.
     pub operator_events: Option<tokio::sync::broadcast::Sender<serde_json::Value>>,
+    /// The running pipeline's counters, for `GET /api/v1/admin/health`.
+    pub system: Option<admin::SystemProbe>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -186,6 +190,7 @@ impl AppState {
             bus,
             ready_checks: Vec::new(),
             operator_events: None,
+            system: None,
         }))
     }
 
@@ -194,6 +199,16 @@ impl AppState {
         Arc::get_mut(&mut self.0)
             .expect("with_operator_events before the state is shared")
             .operator_events = Some(tx);
+        self
+    }
+
+    /// Hands the pipeline's counters (metrics recorder, store writer) to the admin health
+    /// endpoint. Call before [`router`].
+    pub fn with_system(mut self, probe: admin::SystemProbe) -> AppState {
+        probe.start_sampling();
+        Arc::get_mut(&mut self.0)
+            .expect("with_system before the state is shared")
+            .system = Some(probe);
         self
     }
 

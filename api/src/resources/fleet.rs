@@ -142,7 +142,7 @@ pub struct CreateDevice {
     pub attributes: Option<Value>,
 }
 
-fn check_identifier(s: &str) -> ApiResult<()> {
+pub(crate) fn check_identifier(s: &str) -> ApiResult<()> {
     if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
         return Err(ApiError::validation("identifier", "1 to 64 printable ASCII characters"));
     }
@@ -479,7 +479,7 @@ pub struct VehicleBody {
     pub attributes: Option<Value>,
 }
 
-fn check_vehicle_body(b: &VehicleBody, creating: bool) -> ApiResult<()> {
+pub(crate) fn check_vehicle_body(b: &VehicleBody, creating: bool) -> ApiResult<()> {
     match &b.name {
         Some(n) => check_name("name", n)?,
         None if creating => return Err(ApiError::validation("name", "required")),
