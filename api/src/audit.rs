@@ -178,7 +178,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let mut actor = note.actor;
     // Logging in and refreshing have no caller yet; the token they issue names one.
     if actor.is_none()
-        && let Some(tok) = after.as_ref().and_then(|a| a.get("access_token")).and_then(Value::as_str)
+        && let Some(tok) = after
+            .as_ref()
+            .and_then(|a| a.get("access_token"))
+            .and_then(Value::as_str)
         && let Ok(c) = state.keys.verify(tok)
         && let Ok(uid) = c.sub.parse::<i64>()
     {

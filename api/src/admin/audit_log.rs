@@ -91,7 +91,10 @@ pub async fn list(
             if let Some(k) = a.strip_prefix("k:") {
                 (None, Some(k.parse::<i64>().map_err(|_| bad())?))
             } else {
-                (Some(a.strip_prefix("u:").unwrap_or(a).parse::<i64>().map_err(|_| bad())?), None)
+                (
+                    Some(a.strip_prefix("u:").unwrap_or(a).parse::<i64>().map_err(|_| bad())?),
+                    None,
+                )
             }
         }
     };
@@ -104,7 +107,10 @@ pub async fn list(
         Some(r) if r.len() > 300 => return Err(ApiError::validation("route", "at most 300 bytes")),
         Some(r) => match r.strip_suffix('*') {
             // LIKE metacharacters in a template are literal.
-            Some(p) => (None, Some(p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_") + "%")),
+            Some(p) => (
+                None,
+                Some(p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_") + "%"),
+            ),
             None => (Some(r.to_string()), None),
         },
         None => (None, None),

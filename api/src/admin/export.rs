@@ -217,7 +217,13 @@ pub async fn export(
     let cols = spec
         .columns
         .iter()
-        .map(|c| if *c == "vehicle_id" { "d.vehicle_id".to_string() } else { format!("x.{c}") })
+        .map(|c| {
+            if *c == "vehicle_id" {
+                "d.vehicle_id".to_string()
+            } else {
+                format!("x.{c}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     // PostgreSQL formats each row as JSON text (its numbers and timestamps exactly); NDJSON

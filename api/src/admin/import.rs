@@ -21,8 +21,8 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use crate::resources::fleet::{VehicleBody, check_identifier, check_vehicle_body};
 use crate::resources::check_attributes;
+use crate::resources::fleet::{VehicleBody, check_identifier, check_vehicle_body};
 use crate::{AppState, Ctx, sqlf};
 
 /// Records per import or items per bulk request.
@@ -52,6 +52,19 @@ pub struct Applied {
     pub row: usize,
     /// Id of the created object (device, vehicle, assignment) or the vehicle id added to a group.
     pub id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_numbers() {
+        let c = super::Csv::parse(b"a,b\n1,2\n\"x\ny\",3\n4,5\n", &["a", "b"], &["a"]).unwrap();
+        let lines: Vec<u64> = c.records.iter().map(|r| r.0).collect();
+        assert_eq!(lines, vec![2, 3, 5]);
+        let c = super::Csv::parse(b"name,vin\nVan 1,1HG\n,1HH\nVan 3,X\n", &["name", "vin"], &["name"]).unwrap();
+        let lines: Vec<u64> = c.records.iter().map(|r| r.0).collect();
+        assert_eq!(lines, vec![2, 3, 4]);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -151,7 +164,10 @@ impl Csv {
         let mut records = Vec::new();
         for rec in rd.records() {
             if records.len() >= MAX_ROWS {
-                return Err(ApiError::validation("body", format!("at most {MAX_ROWS} rows per import")));
+                return Err(ApiError::validation(
+                    "body",
+                    format!("at most {MAX_ROWS} rows per import"),
+                ));
             }
             match rec {
                 Ok(r) => {
@@ -181,8 +197,11 @@ fn malformed(r: &csv::StringRecord) -> Option<ApiError> {
 }
 
 fn int(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
-    v.map(|s| s.parse::<i64>().map_err(|_| ApiError::validation(field, "must be an integer")))
-        .transpose()
+    v.map(|s| {
+        s.parse::<i64>()
+            .map_err(|_| ApiError::validation(field, "must be an integer"))
+    })
+    .transpose()
 }
 
 fn json_attrs(v: Option<&str>) -> ApiResult<Value> {
@@ -213,14 +232,14 @@ where
             // A savepoint per row: a failed row rolls back alone and the others still run.
             Some(tx) => {
                 let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
-                match apply(&mut *sp, item).await {
+                match apply(&mut sp, item).await {
                     Ok(id) => sp.commit().await.map(|_| id).map_err(ApiError::from),
                     Err(e) => Err(e),
                 }
             }
             None => {
                 let mut tx = state.pool.begin().await?;
-                match apply(&mut *tx, item).await {
+                match apply(&mut tx, item).await {
                     Ok(id) => tx.commit().await.map(|_| id).map_err(ApiError::from),
                     Err(e) => Err(e),
                 }
@@ -344,11 +363,12 @@ async fn resolve(
         };
     }
     if let Some(k) = key {
-        let id: Option<i64> = sqlx::query_scalar(sqlf!("SELECT id FROM {table} WHERE tenant_id = $1 AND {key_col} = $2"))
-            .bind(tenant)
-            .bind(k)
-            .fetch_optional(&mut *c)
-            .await?;
+        let id: Option<i64> =
+            sqlx::query_scalar(sqlf!("SELECT id FROM {table} WHERE tenant_id = $1 AND {key_col} = $2"))
+                .bind(tenant)
+                .bind(k)
+                .fetch_optional(&mut *c)
+                .await?;
         return id
             .map(Some)
             .ok_or_else(|| ApiError::validation(key_field, "no such object in this tenant"));
@@ -374,30 +394,34 @@ pub async fn devices(
 ) -> ApiResult<Response> {
     check_csv(&headers)?;
     let csv = Csv::parse(&body, DEVICE_COLUMNS, &["identifier", "protocol"])?;
-    let items: Vec<(Option<u64>, ApiResult<DeviceRow>)> =
-        csv.records.iter().map(|(l, r)| (Some(*l), device_row(&csv, r))).collect();
+    let items: Vec<(Option<u64>, ApiResult<DeviceRow>)> = csv
+        .records
+        .iter()
+        .map(|(l, r)| (Some(*l), device_row(&csv, r)))
+        .collect();
     let tenant = ctx.tenant_id;
-    let report = run(&state, q.atomic.unwrap_or(false), items, move |c, row| Box::pin(async move {
-        let row = row?;
-        let vehicle = resolve(
-            c,
-            tenant,
-            "vehicles",
-            "vin",
-            ("vehicle_id", row.vehicle_id),
-            ("vehicle_vin", row.vehicle_vin.as_deref()),
-        )
-        .await?;
-        let driver = resolve(
-            c,
-            tenant,
-            "drivers",
-            "external_id",
-            ("driver_id", row.driver_id),
-            ("driver_external_id", row.driver_external_id.as_deref()),
-        )
-        .await?;
-        let id: i64 = sqlx::query_scalar(
+    let report = run(&state, q.atomic.unwrap_or(false), items, move |c, row| {
+        Box::pin(async move {
+            let row = row?;
+            let vehicle = resolve(
+                c,
+                tenant,
+                "vehicles",
+                "vin",
+                ("vehicle_id", row.vehicle_id),
+                ("vehicle_vin", row.vehicle_vin.as_deref()),
+            )
+            .await?;
+            let driver = resolve(
+                c,
+                tenant,
+                "drivers",
+                "external_id",
+                ("driver_id", row.driver_id),
+                ("driver_external_id", row.driver_external_id.as_deref()),
+            )
+            .await?;
+            let id: i64 = sqlx::query_scalar(
             "INSERT INTO devices (tenant_id, identifier, protocol, name, vehicle_id, driver_id, disabled, attributes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -415,18 +439,28 @@ pub async fn devices(
             e if e.code == "conflict" => ApiError::validation("identifier", "already registered"),
             e => e,
         })?;
-        sqlx::query("DELETE FROM unknown_devices WHERE protocol = $1 AND identifier = $2")
-            .bind(&row.protocol)
-            .bind(&row.identifier)
-            .execute(&mut *c)
-            .await?;
-        Ok(id)
-    }))
+            sqlx::query("DELETE FROM unknown_devices WHERE protocol = $1 AND identifier = $2")
+                .bind(&row.protocol)
+                .bind(&row.identifier)
+                .execute(&mut *c)
+                .await?;
+            Ok(id)
+        })
+    })
     .await?;
     Ok(report.into_response())
 }
 
-const VEHICLE_COLUMNS: &[&str] = &["name", "vin", "plate", "make", "model", "year", "group_id", "attributes"];
+const VEHICLE_COLUMNS: &[&str] = &[
+    "name",
+    "vin",
+    "plate",
+    "make",
+    "model",
+    "year",
+    "group_id",
+    "attributes",
+];
 
 fn vehicle_row(csv: &Csv, r: &csv::StringRecord) -> ApiResult<(VehicleBody, Option<i64>)> {
     if let Some(e) = malformed(r) {
@@ -435,7 +469,10 @@ fn vehicle_row(csv: &Csv, r: &csv::StringRecord) -> ApiResult<(VehicleBody, Opti
     let s = |c: &str| csv.get(r, c).map(str::to_string);
     let year = csv
         .get(r, "year")
-        .map(|y| y.parse::<i16>().map_err(|_| ApiError::validation("year", "between 1900 and 2100")))
+        .map(|y| {
+            y.parse::<i16>()
+                .map_err(|_| ApiError::validation("year", "between 1900 and 2100"))
+        })
         .transpose()?;
     let b = VehicleBody {
         name: s("name"),
@@ -467,38 +504,52 @@ pub async fn vehicles(
 ) -> ApiResult<Response> {
     check_csv(&headers)?;
     let csv = Csv::parse(&body, VEHICLE_COLUMNS, &["name"])?;
-    let items: Vec<_> = csv.records.iter().map(|(l, r)| (Some(*l), vehicle_row(&csv, r))).collect();
+    let items: Vec<_> = csv
+        .records
+        .iter()
+        .map(|(l, r)| (Some(*l), vehicle_row(&csv, r)))
+        .collect();
     let tenant = ctx.tenant_id;
-    let report = run(&state, q.atomic.unwrap_or(false), items, move |c, row| Box::pin(async move {
-        let (b, group) = row?;
-        let group = resolve(c, tenant, "vehicle_groups", "name", ("group_id", group), ("group_id", None)).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO vehicles (tenant_id, name, vin, plate, make, model, year, attributes) \
+    let report = run(&state, q.atomic.unwrap_or(false), items, move |c, row| {
+        Box::pin(async move {
+            let (b, group) = row?;
+            let group = resolve(
+                c,
+                tenant,
+                "vehicle_groups",
+                "name",
+                ("group_id", group),
+                ("group_id", None),
+            )
+            .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO vehicles (tenant_id, name, vin, plate, make, model, year, attributes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(tenant)
-        .bind(b.name)
-        .bind(b.vin)
-        .bind(b.plate)
-        .bind(b.make)
-        .bind(b.model)
-        .bind(b.year)
-        .bind(b.attributes)
-        .fetch_one(&mut *c)
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            e if e.code == "conflict" => ApiError::validation("vin", "already registered in this tenant"),
-            e => e,
-        })?;
-        if let Some(g) = group {
-            sqlx::query("INSERT INTO vehicle_group_members (group_id, vehicle_id) VALUES ($1, $2)")
-                .bind(g)
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
-        }
-        Ok(id)
-    }))
+            )
+            .bind(tenant)
+            .bind(b.name)
+            .bind(b.vin)
+            .bind(b.plate)
+            .bind(b.make)
+            .bind(b.model)
+            .bind(b.year)
+            .bind(b.attributes)
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                e if e.code == "conflict" => ApiError::validation("vin", "already registered in this tenant"),
+                e => e,
+            })?;
+            if let Some(g) = group {
+                sqlx::query("INSERT INTO vehicle_group_members (group_id, vehicle_id) VALUES ($1, $2)")
+                    .bind(g)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Ok(id)
+        })
+    })
     .await?;
     Ok(report.into_response())
 }
@@ -536,34 +587,52 @@ pub async fn assign_drivers(
     }
     let tenant = ctx.tenant_id;
     let items = b.assignments.into_iter().map(|a| (None, a)).collect();
-    let report = run(&state, b.atomic, items, move |c, a: DriverAssignment| Box::pin(async move {
-        resolve(c, tenant, "drivers", "id", ("driver_id", Some(a.driver_id)), ("driver_id", None)).await?;
-        resolve(c, tenant, "vehicles", "id", ("vehicle_id", Some(a.vehicle_id)), ("vehicle_id", None)).await?;
-        let start = a.start_time.unwrap_or_else(Utc::now);
-        if a.end_time.is_some_and(|e| e <= start) {
-            return Err(ApiError::validation("end_time", "must be after start_time"));
-        }
-        sqlx::query(
-            "UPDATE driver_assignments SET end_time = $3 WHERE tenant_id = $1 AND driver_id = $2 \
+    let report = run(&state, b.atomic, items, move |c, a: DriverAssignment| {
+        Box::pin(async move {
+            resolve(
+                c,
+                tenant,
+                "drivers",
+                "id",
+                ("driver_id", Some(a.driver_id)),
+                ("driver_id", None),
+            )
+            .await?;
+            resolve(
+                c,
+                tenant,
+                "vehicles",
+                "id",
+                ("vehicle_id", Some(a.vehicle_id)),
+                ("vehicle_id", None),
+            )
+            .await?;
+            let start = a.start_time.unwrap_or_else(Utc::now);
+            if a.end_time.is_some_and(|e| e <= start) {
+                return Err(ApiError::validation("end_time", "must be after start_time"));
+            }
+            sqlx::query(
+                "UPDATE driver_assignments SET end_time = $3 WHERE tenant_id = $1 AND driver_id = $2 \
              AND end_time IS NULL AND start_time < $3",
-        )
-        .bind(tenant)
-        .bind(a.driver_id)
-        .bind(start)
-        .execute(&mut *c)
-        .await?;
-        Ok(sqlx::query_scalar(
-            "INSERT INTO driver_assignments (tenant_id, driver_id, vehicle_id, start_time, end_time) \
+            )
+            .bind(tenant)
+            .bind(a.driver_id)
+            .bind(start)
+            .execute(&mut *c)
+            .await?;
+            Ok(sqlx::query_scalar(
+                "INSERT INTO driver_assignments (tenant_id, driver_id, vehicle_id, start_time, end_time) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(tenant)
-        .bind(a.driver_id)
-        .bind(a.vehicle_id)
-        .bind(start)
-        .bind(a.end_time)
-        .fetch_one(&mut *c)
-        .await?)
-    }))
+            )
+            .bind(tenant)
+            .bind(a.driver_id)
+            .bind(a.vehicle_id)
+            .bind(start)
+            .bind(a.end_time)
+            .fetch_one(&mut *c)
+            .await?)
+        })
+    })
     .await?;
     Ok(report.into_response())
 }
@@ -607,16 +676,26 @@ pub async fn group_members(
     }
     let (tenant, group) = (ctx.tenant_id, b.group_id);
     let items = b.vehicle_ids.into_iter().map(|v| (None, v)).collect();
-    let report = run(&state, b.atomic, items, move |c, v: i64| Box::pin(async move {
-        resolve(c, tenant, "vehicles", "id", ("vehicle_id", Some(v)), ("vehicle_id", None)).await?;
-        let sql = if add {
-            "INSERT INTO vehicle_group_members (group_id, vehicle_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        } else {
-            "DELETE FROM vehicle_group_members WHERE group_id = $1 AND vehicle_id = $2"
-        };
-        sqlx::query(sql).bind(group).bind(v).execute(&mut *c).await?;
-        Ok(v)
-    }))
+    let report = run(&state, b.atomic, items, move |c, v: i64| {
+        Box::pin(async move {
+            resolve(
+                c,
+                tenant,
+                "vehicles",
+                "id",
+                ("vehicle_id", Some(v)),
+                ("vehicle_id", None),
+            )
+            .await?;
+            let sql = if add {
+                "INSERT INTO vehicle_group_members (group_id, vehicle_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM vehicle_group_members WHERE group_id = $1 AND vehicle_id = $2"
+            };
+            sqlx::query(sql).bind(group).bind(v).execute(&mut *c).await?;
+            Ok(v)
+        })
+    })
     .await?;
     Ok(report.into_response())
 }

@@ -38,7 +38,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(privacy::export_driver))
         .routes(routes!(privacy::erase_driver))
-        .routes(routes!(privacy::get_consent, privacy::put_consent, privacy::delete_consent))
+        .routes(routes!(
+            privacy::get_consent,
+            privacy::put_consent,
+            privacy::delete_consent
+        ))
 }
 
 /// A service-layer refusal in the API's error shape.

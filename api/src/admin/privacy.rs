@@ -21,7 +21,11 @@ use crate::{AppState, Ctx};
 #[utoipa::path(get, path = "/api/v1/admin/privacy/drivers/{id}/export", tag = "privacy",
     params(("id" = i64, Path)),
     responses((status = 200, description = "JSON document", body = Object), (status = 404, body = ErrorBody)))]
-pub async fn export_driver(State(state): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Value>> {
+pub async fn export_driver(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Value>> {
     let mut doc = services::privacy::export_driver(&state.pool, ctx.tenant_id, id)
         .await
         .map_err(service_error)?;
@@ -75,7 +79,9 @@ pub async fn erase_driver(
     // The audit trail is append-only; this transaction alone may rewrite the bodies of
     // the rows about the driver (the trigger checks that nothing else changes).
     let mut tx = state.pool.begin().await?;
-    sqlx::query("SET LOCAL clutch.audit_erase = 'on'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL clutch.audit_erase = 'on'")
+        .execute(&mut *tx)
+        .await?;
     let audit_rows = sqlx::query(
         "UPDATE audit_log SET request = clutch_jsonb_pseudonymise(request, $3), \
          before = clutch_jsonb_pseudonymise(before, $3), after = clutch_jsonb_pseudonymise(after, $3) \
@@ -179,7 +185,11 @@ pub async fn put_consent(
         .await
         .map_err(|e| match e {
             services::ServiceError::Invalid(m) => {
-                let field = if m.contains("time zone") { "time_zone" } else { "working_hours" };
+                let field = if m.contains("time zone") {
+                    "time_zone"
+                } else {
+                    "working_hours"
+                };
                 ApiError::validation(field, m)
             }
             e => service_error(e),
