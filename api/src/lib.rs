@@ -5,8 +5,9 @@
 //! route table in [`perm`]), tenancy (the [`Ctx`] extractor: every query takes it, so
 //! another tenant's object is a 404 by construction), the HTTP conventions (one error
 //! shape, cursor pagination, ETags, idempotency keys, request ids, CORS, rate limits,
-//! gzip) and the resources themselves. `clutch serve` mounts [`router`] next to its
-//! `/health` and `/metrics`.
+//! gzip) and the resources themselves, the audit trail of every mutating request
+//! ([`audit`]) and the admin and privacy routes ([`admin`]). `clutch serve` mounts
+//! [`router`] next to its `/health` and `/metrics`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
