@@ -16,7 +16,9 @@
 //! "After" is the response body when it is JSON (bounded; larger bodies are summarised).
 //! The row is written before the response goes out; a failure to write it is logged and
 //! counted (`clutch_api_audit_failures_total`) but does not undo the request, which has
-//! already happened.
+//! already happened. Two kinds of request are counted (`clutch_api_audit_skipped_total`)
+//! instead of recorded, because they touched nothing and name no one: one refused by the
+//! rate limiter before authentication, and an anonymous one for a path no route serves.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -150,7 +152,13 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     // A rate-limited request that never reached authentication is not recorded: the
     // limiter exists to shed load, and a row per refused request would put it back.
     if status == StatusCode::TOO_MANY_REQUESTS && note.actor.is_none() {
-        metrics_skip();
+        metrics_skip("rate_limited");
+        return resp;
+    }
+    // Nor is an anonymous request for a path that no route serves: it touched nothing,
+    // names no tenant, and recording it would let anyone write rows for free.
+    if route.is_none() && note.actor.is_none() {
+        metrics_skip("unrouted");
         return resp;
     }
     let (rparts, rbody) = resp.into_parts();
@@ -233,8 +241,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     Response::from_parts(rparts, rbody)
 }
 
-fn metrics_skip() {
-    metrics::counter!("clutch_api_audit_skipped_total", "reason" => "rate_limited").increment(1);
+fn metrics_skip(reason: &'static str) {
+    metrics::counter!("clutch_api_audit_skipped_total", "reason" => reason).increment(1);
 }
 
 /// PostgreSQL's jsonb cannot hold U+0000; a body that has one is kept with it replaced.

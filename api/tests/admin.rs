@@ -137,8 +137,17 @@ async fn mutating_requests_are_audited_with_secrets_redacted_and_the_trail_is_ap
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
-    // A GET is not a mutation.
+    // A GET is not a mutation; an anonymous POST to no route touches nothing.
     app.call("GET", "/api/v1/devices", Some(&admin), None).await;
+    assert_eq!(
+        app.call("POST", "/api/v1/nowhere", None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let unrouted: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE path = '/api/v1/nowhere'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(unrouted, 0);
 
     // Everything the table holds is free of the secrets.
     let all: String = sqlx::query_scalar("SELECT string_agg(to_jsonb(a)::text, E'\\n') FROM audit_log a")
