@@ -376,3 +376,77 @@ pub async fn sse(State(state): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn filter(role: Role) -> Filter {
+        let ctx = Ctx {
+            tenant_id: 1,
+            user_id: 1,
+            role,
+            api_key_id: None,
+        };
+        let mut f = Filter::new(&ctx, &StreamQuery::default()).unwrap();
+        f.devices.insert(7, Some(70));
+        f.consent
+            .insert(7, ConsentRule::new("UTC", &json!({"mon": [["08:00", "12:00"]]})));
+        f
+    }
+
+    #[test]
+    fn consent_hides_off_hours_positions_and_events_from_all_but_admins() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let (inside, outside) = (at("2026-09-21T09:00:00Z"), at("2026-09-21T18:00:00Z"));
+        let pos = |t| store::PositionRow {
+            device_id: 7,
+            fix_time: t,
+            server_time: t,
+            lat: 52.0,
+            lon: 13.0,
+            altitude: None,
+            speed_kmh: None,
+            course: None,
+            satellites: None,
+            hdop: None,
+            valid: true,
+            ignition: None,
+            motion: None,
+            odometer_m: None,
+            fuel_level_pct: None,
+            fuel_used_l: None,
+            rpm: None,
+            coolant_c: None,
+            power_v: None,
+            battery_v: None,
+            event: None,
+            alarms: None,
+            dtcs: None,
+            attributes: None,
+        };
+        let batch = ingest::DeviceBatch {
+            device_id: 7,
+            positions: vec![pos(inside), pos(outside)],
+            events: vec![
+                store::EventRow::new(7, inside, "ignition_on"),
+                store::EventRow::new(7, outside, "ignition_off"),
+            ],
+        };
+        let op = |t: &str| json!({"device_id": 7, "kind": "harsh_braking", "time": t});
+        let manager = filter(Role::FleetManager);
+        let sent = manager.messages(&batch);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent.iter().all(|m| m.contains("09:00:00")), "{sent:?}");
+        assert!(manager.operator_event(&op("2026-09-21T09:30:00Z")).is_some());
+        assert!(manager.operator_event(&op("2026-09-21T19:30:00Z")).is_none());
+        assert!(
+            manager.operator_event(&json!({"device_id": 7, "kind": "x"})).is_none(),
+            "no time: hidden"
+        );
+        let admin = filter(Role::Admin);
+        assert_eq!(admin.messages(&batch).len(), 4);
+        assert!(admin.operator_event(&op("2026-09-21T19:30:00Z")).is_some());
+    }
+}
