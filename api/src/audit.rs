@@ -126,6 +126,9 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip().to_string());
+    // What identifies the caller, for requests answered before any handler ran.
+    let credentials = (parts.headers.contains_key(header::AUTHORIZATION) || parts.headers.contains_key("x-api-key"))
+        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let small = body.size_hint().upper().is_some_and(|n| n as usize <= MAX_BODY);
     let (body, request) = if small && json_content(&parts.headers) {
         match axum::body::to_bytes(body, MAX_BODY).await {
@@ -205,6 +208,19 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             role,
             api_key_id: None,
         });
+    }
+    // An idempotent replay is answered by the middleware without the handler: identify the
+    // caller here (one more lookup, only for such requests).
+    if actor.is_none()
+        && status != StatusCode::UNAUTHORIZED
+        && let Some((m, u, h)) = credentials
+    {
+        let mut probe = axum::http::Request::new(());
+        *probe.method_mut() = m;
+        *probe.uri_mut() = u;
+        *probe.headers_mut() = h;
+        let (probe, _) = probe.into_parts();
+        actor = crate::ctx::authenticate(&state, &probe).await.ok();
     }
     let before = note
         .before

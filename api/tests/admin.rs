@@ -149,6 +149,25 @@ async fn mutating_requests_are_audited_with_secrets_redacted_and_the_trail_is_ap
         .unwrap();
     assert_eq!(unrouted, 0);
 
+    // An idempotent replay (answered without the handler) is recorded with its caller too.
+    for _ in 0..2 {
+        let r = app
+            .call_with(
+                "POST",
+                "/api/v1/groups",
+                Some(&admin),
+                Some(json!({"name": "Replayed"})),
+                &[("idempotency-key", "grp-1")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let replays: Vec<Option<i64>> = sqlx::query_scalar("SELECT user_id FROM audit_log WHERE route = '/api/v1/groups'")
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(replays, vec![Some(admin_id), Some(admin_id)]);
+
     // Everything the table holds is free of the secrets.
     let all: String = sqlx::query_scalar("SELECT string_agg(to_jsonb(a)::text, E'\\n') FROM audit_log a")
         .fetch_one(app.pool())
