@@ -175,6 +175,11 @@ async fn serve(config: Config, roles: Roles, demo: bool) -> anyhow::Result<()> {
         }
         let secret = api_config.load_secret().context("API token secret")?;
         let mut api_state = api::AppState::new(pool.clone(), api_config, &secret, Some(bus.clone() as api::DeviceBus));
+        // The admin health endpoint reads the recorder and this process's writer.
+        api_state = api_state.with_system(api::admin::SystemProbe::new(
+            Some(metrics.clone()),
+            Some(writer.clone()),
+        ));
         if let Some(ops) = &operators {
             // Operator events to the live stream, as JSON; a lagging forwarder skips ahead
             // (the events are in the store either way).

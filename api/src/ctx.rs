@@ -147,6 +147,10 @@ impl FromRequestParts<AppState> for Ctx {
             return Ok(ctx.clone());
         }
         let ctx = authenticate(state, parts).await?;
+        // Tell the audit layer who this is, before the role check, so refusals name the caller.
+        if let Some(a) = parts.extensions.get::<crate::audit::Audit>() {
+            a.set_actor(&ctx);
+        }
         // Deny by default: a route missing from the table is refused to everyone.
         let path = parts
             .extensions

@@ -116,6 +116,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(live::ws))
         .routes(routes!(live::sse))
         .routes(routes!(ready))
+        .merge(crate::admin::routes())
 }
 
 /// Services (issue 9): partners, bookings, recommendations, payments.
@@ -309,6 +310,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::docs::routes())
         .fallback(|| async { StatusCode::NOT_FOUND })
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        // Every mutating request on any route above, whoever mounted it (api/src/audit.rs).
+        .layer(middleware::from_fn_with_state(state.clone(), crate::audit::layer))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(middleware::from_fn(etag))
         .layer(middleware::map_response(json_errors))
@@ -393,7 +396,8 @@ async fn etag(req: Request, next: Next) -> Response {
     let cacheable = req.method() == Method::GET && !req.uri().path().starts_with("/api/v1/stream");
     let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
     let resp = next.run(req).await;
-    if !cacheable || resp.status() != StatusCode::OK {
+    // A streamed body (an export) has no known size: hashing it would hold it all in memory.
+    if !cacheable || resp.status() != StatusCode::OK || axum::body::HttpBody::size_hint(resp.body()).exact().is_none() {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

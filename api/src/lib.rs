@@ -6,8 +6,9 @@
 //! another tenant's object is a 404 by construction), the HTTP conventions (one error
 //! shape, cursor pagination, ETags, idempotency keys, request ids, CORS, rate limits,
 //! gzip) and the resources themselves, including the `services` domains (partners,
-//! bookings, payments; issue 9). `clutch serve` mounts [`router`] next to its
-//! `/health` and `/metrics`.
+//! bookings, payments; issue 9), the audit trail of every mutating request ([`audit`])
+//! and the admin and privacy routes ([`admin`]). `clutch serve` mounts [`router`] next
+//! to its `/health` and `/metrics`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod ctx;
 pub mod docs;
@@ -164,6 +167,8 @@ pub struct Shared {
     /// The payment gateway behind `/api/v1/payments` (the deterministic sandbox unless
     /// [`AppState::with_gateway`] sets another).
     pub gateway: Arc<dyn services::gateway::Gateway>,
+    /// The running pipeline's counters, for `GET /api/v1/admin/health`.
+    pub system: Option<admin::SystemProbe>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -199,6 +204,7 @@ impl AppState {
             ready_checks: Vec::new(),
             operator_events: None,
             gateway: Arc::new(services::gateway::SandboxGateway::new()),
+            system: None,
         }))
     }
 
@@ -215,6 +221,16 @@ impl AppState {
         Arc::get_mut(&mut self.0)
             .expect("with_operator_events before the state is shared")
             .operator_events = Some(tx);
+        self
+    }
+
+    /// Hands the pipeline's counters (metrics recorder, store writer) to the admin health
+    /// endpoint. Call before [`router`].
+    pub fn with_system(mut self, probe: admin::SystemProbe) -> AppState {
+        probe.start_sampling();
+        Arc::get_mut(&mut self.0)
+            .expect("with_system before the state is shared")
+            .system = Some(probe);
         self
     }
 

@@ -3,6 +3,13 @@
 //! Each client taps the bus through its own bounded subscription. The bus never waits
 //! for a subscriber, so a slow client cannot slow ingest: when it falls behind (its
 //! subscription lags, or a send does not complete in time) it is dropped with a reason.
+//!
+//! Drivers' tracking consent applies here as it does to the REST reads: for every role
+//! but admin, a position or event of a device whose driver has not consented to tracking
+//! outside working hours is not sent when it falls outside them. The rule is the SQL
+//! function `clutch_position_visible`, mirrored in [`ConsentRule`] so that a batch is
+//! filtered without a database round trip; the rules are reloaded with the device list
+//! (every 10 s), so a consent change reaches open streams within that time.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -39,7 +46,57 @@ struct Filter {
     events: bool,
     /// device → vehicle of the tenant's devices, reloaded now and then for new devices.
     devices: HashMap<i64, Option<i64>>,
+    /// Whether drivers' consent limits what this caller sees (everyone but admins).
+    consent_applies: bool,
+    /// device → its driver's consent rule, for devices whose driver has not consented to
+    /// tracking outside working hours.
+    consent: HashMap<i64, ConsentRule>,
     loaded: Instant,
+}
+
+/// A driver's working hours, when they did not consent to be tracked outside them:
+/// `clutch_position_visible` (store/migrations/0009_services.sql) in Rust.
+#[derive(Debug, Clone)]
+pub struct ConsentRule {
+    /// None: an unknown zone, which hides everything (fail closed).
+    tz: Option<chrono_tz::Tz>,
+    /// Per local weekday, Sunday first as in SQL's `dow`: [start, end) in seconds of the day.
+    days: [Vec<(u32, u32)>; 7],
+}
+
+impl ConsentRule {
+    pub fn new(time_zone: &str, working_hours: &serde_json::Value) -> ConsentRule {
+        const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+        let secs = |v: &serde_json::Value| -> Option<u32> {
+            let s = v.as_str()?;
+            let mut it = s.split(':');
+            let h: u32 = it.next()?.trim().parse().ok()?;
+            let m: u32 = it.next()?.trim().parse().ok()?;
+            let sec: u32 = it.next().map(|x| x.trim().parse().ok()).unwrap_or(Some(0))?;
+            (h <= 24 && m < 60 && sec < 60).then_some(h * 3600 + m * 60 + sec)
+        };
+        let mut days: [Vec<(u32, u32)>; 7] = Default::default();
+        for (i, d) in DAYS.iter().enumerate() {
+            for r in working_hours.get(*d).and_then(|v| v.as_array()).into_iter().flatten() {
+                if let (Some(a), Some(b)) = (r.get(0).and_then(secs), r.get(1).and_then(secs)) {
+                    days[i].push((a, b));
+                }
+            }
+        }
+        ConsentRule {
+            tz: time_zone.parse().ok(),
+            days,
+        }
+    }
+
+    pub fn visible(&self, t: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let Some(tz) = self.tz else { return false };
+        let local = t.with_timezone(&tz);
+        let day = local.weekday().num_days_from_sunday() as usize;
+        let s = local.num_seconds_from_midnight();
+        self.days[day].iter().any(|&(a, b)| s >= a && s < b)
+    }
 }
 
 impl Filter {
@@ -72,6 +129,8 @@ impl Filter {
             positions,
             events,
             devices: HashMap::new(),
+            consent_applies: ctx.role != crate::auth::Role::Admin,
+            consent: HashMap::new(),
             loaded: Instant::now() - Duration::from_secs(3600),
         })
     }
@@ -89,6 +148,26 @@ impl Filter {
             self.devices = rows.into_iter().collect();
             self.loaded = Instant::now();
         }
+        if self.consent_applies
+            && let Ok(rows) = sqlx::query_as::<_, (i64, String, serde_json::Value)>(
+                "SELECT d.id, c.time_zone, c.working_hours FROM devices d \
+                 JOIN driver_consent c ON c.driver_id = d.driver_id \
+                 WHERE d.tenant_id = $1 AND NOT c.track_outside_hours",
+            )
+            .bind(self.tenant_id)
+            .fetch_all(pool)
+            .await
+        {
+            self.consent = rows
+                .into_iter()
+                .map(|(d, tz, hours)| (d, ConsentRule::new(&tz, &hours)))
+                .collect();
+        }
+    }
+
+    /// Whether this caller may see a fix of `device` at `t`.
+    fn visible(&self, device: i64, t: chrono::DateTime<chrono::Utc>) -> bool {
+        !self.consent_applies || self.consent.get(&device).is_none_or(|r| r.visible(t))
     }
 
     /// The messages this client gets from one batch.
@@ -103,12 +182,12 @@ impl Filter {
         }
         let mut out = Vec::new();
         if self.positions {
-            for p in &batch.positions {
+            for p in batch.positions.iter().filter(|p| self.visible(p.device_id, p.fix_time)) {
                 out.push(json!({ "type": "position", "data": Position::from_row(p, vehicle) }).to_string());
             }
         }
         if self.events {
-            for e in &batch.events {
+            for e in batch.events.iter().filter(|e| self.visible(e.device_id, e.time)) {
                 out.push(
                     json!({ "type": "event", "data": {
                         "device_id": e.device_id, "vehicle_id": vehicle, "time": e.time, "kind": e.kind,
@@ -132,6 +211,15 @@ impl Filter {
             && !vehicle.is_some_and(|id| v.contains(&id))
         {
             return None;
+        }
+        if self.consent_applies && self.consent.contains_key(&device) {
+            let t = e
+                .get("time")
+                .and_then(|t| t.as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if !t.is_some_and(|t| self.visible(device, t.to_utc())) {
+                return None;
+            }
         }
         let mut data = e.clone();
         data["vehicle_id"] = json!(vehicle);
@@ -287,4 +375,78 @@ pub async fn sse(State(state): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn filter(role: Role) -> Filter {
+        let ctx = Ctx {
+            tenant_id: 1,
+            user_id: 1,
+            role,
+            api_key_id: None,
+        };
+        let mut f = Filter::new(&ctx, &StreamQuery::default()).unwrap();
+        f.devices.insert(7, Some(70));
+        f.consent
+            .insert(7, ConsentRule::new("UTC", &json!({"mon": [["08:00", "12:00"]]})));
+        f
+    }
+
+    #[test]
+    fn consent_hides_off_hours_positions_and_events_from_all_but_admins() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let (inside, outside) = (at("2026-09-21T09:00:00Z"), at("2026-09-21T18:00:00Z"));
+        let pos = |t| store::PositionRow {
+            device_id: 7,
+            fix_time: t,
+            server_time: t,
+            lat: 52.0,
+            lon: 13.0,
+            altitude: None,
+            speed_kmh: None,
+            course: None,
+            satellites: None,
+            hdop: None,
+            valid: true,
+            ignition: None,
+            motion: None,
+            odometer_m: None,
+            fuel_level_pct: None,
+            fuel_used_l: None,
+            rpm: None,
+            coolant_c: None,
+            power_v: None,
+            battery_v: None,
+            event: None,
+            alarms: None,
+            dtcs: None,
+            attributes: None,
+        };
+        let batch = ingest::DeviceBatch {
+            device_id: 7,
+            positions: vec![pos(inside), pos(outside)],
+            events: vec![
+                store::EventRow::new(7, inside, "ignition_on"),
+                store::EventRow::new(7, outside, "ignition_off"),
+            ],
+        };
+        let op = |t: &str| json!({"device_id": 7, "kind": "harsh_braking", "time": t});
+        let manager = filter(Role::FleetManager);
+        let sent = manager.messages(&batch);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent.iter().all(|m| m.contains("09:00:00")), "{sent:?}");
+        assert!(manager.operator_event(&op("2026-09-21T09:30:00Z")).is_some());
+        assert!(manager.operator_event(&op("2026-09-21T19:30:00Z")).is_none());
+        assert!(
+            manager.operator_event(&json!({"device_id": 7, "kind": "x"})).is_none(),
+            "no time: hidden"
+        );
+        let admin = filter(Role::Admin);
+        assert_eq!(admin.messages(&batch).len(), 4);
+        assert!(admin.operator_event(&op("2026-09-21T19:30:00Z")).is_some());
+    }
 }

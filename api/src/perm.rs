@@ -143,6 +143,19 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/wallets/entries", PAY),
     ("GET", "/api/v1/payouts", KEEP),
     ("POST", "/api/v1/payouts", ADMIN),
+    // Admin (issue 9): audit, bulk, export, health, privacy; consent (api/src/admin/).
+    ("GET", "/api/v1/admin/audit", ADMIN),
+    ("POST", "/api/v1/admin/import/devices", MANAGE),
+    ("POST", "/api/v1/admin/import/vehicles", MANAGE),
+    ("POST", "/api/v1/admin/bulk/driver-assignments", MANAGE),
+    ("POST", "/api/v1/admin/bulk/group-members", MANAGE),
+    ("GET", "/api/v1/admin/export/{kind}", ADMIN),
+    ("GET", "/api/v1/admin/health", ADMIN),
+    ("GET", "/api/v1/admin/privacy/drivers/{id}/export", ADMIN),
+    ("POST", "/api/v1/admin/privacy/drivers/{id}/erase", ADMIN),
+    ("GET", "/api/v1/drivers/{id}/consent", MANAGE),
+    ("PUT", "/api/v1/drivers/{id}/consent", ADMIN),
+    ("DELETE", "/api/v1/drivers/{id}/consent", ADMIN),
 ];
 
 /// Routes that need no credentials.

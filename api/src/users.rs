@@ -520,10 +520,11 @@ pub struct UserPatch {
 pub async fn patch_user(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: crate::audit::Audit,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    get_user(&state, &ctx, id).await?;
+    audit.before(&get_user(&state, &ctx, id).await?);
     // An admin cannot lock themselves out of their own tenant.
     if id == ctx.user_id && (p.role.is_some_and(|r| r != ctx.role) || p.disabled == Some(true)) {
         return Err(ApiError::validation("role", "you cannot demote or disable yourself"));
@@ -550,10 +551,16 @@ pub async fn patch_user(
 
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn delete_user(State(state): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    audit: crate::audit::Audit,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
     if id == ctx.user_id {
         return Err(ApiError::validation("id", "you cannot delete yourself"));
     }
+    audit.before(&get_user(&state, &ctx, id).await?);
     let n = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
         .bind(ctx.tenant_id)
         .bind(id)

@@ -268,6 +268,9 @@ fn range() -> &'static str {
 
 /// The id a route's `{id}` takes from a seed.
 fn route_id(path: &str, seed: &Seed) -> Option<i64> {
+    let path = path
+        .strip_prefix("/api/v1/admin/privacy")
+        .map_or(path.to_string(), |p| format!("/api/v1{p}"));
     let seg = path.strip_prefix("/api/v1/")?.split('/').next()?;
     seed.ids.get(seg).copied()
 }
@@ -297,6 +300,8 @@ fn body_for(method: &str, path: &str, own_vehicle: i64) -> Option<Value> {
             Some(json!({"partner_id": 1, "service_id": 1, "start": "2030-01-01T10:00:00Z"}))
         }
         ("POST", "/api/v1/payments/{id}/authorize") => Some(json!({"card_token": "tok_visa"})),
+        ("PUT", p) if p.ends_with("/consent") => Some(json!({"track_outside_hours": false, "time_zone": "UTC",
+            "working_hours": {"mon": [["08:00", "09:00"]]}})),
         _ => None,
     }
 }
@@ -315,6 +320,30 @@ async fn tenant_isolation_sweep_over_every_route() {
     for (method, path, _) in TABLE {
         // Routes about the caller's own account or global data have no other tenant's object.
         if path.starts_with("/api/v1/me") || path.starts_with("/api/v1/stream") || *path == "/api/v1/unknown-devices" {
+            exercised.push((method, path));
+            continue;
+        }
+        if path.contains("{kind}") {
+            // Exports: A's device or vehicle is a 404; B's own export has none of A's rows.
+            for kind in ["positions", "events", "trips"] {
+                let base = path.replace("{kind}", kind);
+                for filter in [format!("device_id={a_dev}"), format!("vehicle_id={a_veh}")] {
+                    let r = app
+                        .call("GET", &format!("{base}?{}&{filter}", range()), Some(&b), None)
+                        .await;
+                    assert_eq!(r.status, StatusCode::NOT_FOUND, "{base} {filter}: {}", r.text);
+                }
+                let r = app
+                    .call("GET", &format!("{base}?{}&format=ndjson", range()), Some(&b), None)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{base}: {}", r.text);
+                assert!(r.text.lines().count() > 0, "{base}: B's own rows");
+                for line in r.text.lines() {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    assert_ne!(v["device_id"], a_dev, "{base}: {line}");
+                    assert!(!line.contains(MARK), "{base}: {line}");
+                }
+            }
             exercised.push((method, path));
             continue;
         }
@@ -362,6 +391,58 @@ async fn tenant_isolation_sweep_over_every_route() {
                         assert_ne!(it.get("device_id").and_then(Value::as_i64), Some(a_dev), "{url}");
                     }
                 }
+            }
+            exercised.push((method, path));
+            continue;
+        }
+        // Bulk routes: A's objects named in B's rows are row errors, and nothing happens.
+        if path.starts_with("/api/v1/admin/") {
+            let (ct, body) = match *path {
+                "/api/v1/admin/import/devices" => (
+                    "text/csv",
+                    format!(
+                        "identifier,protocol,vehicle_id,driver_external_id\n111111111111111,gt06,{a_veh},\n\
+                             222222222222222,gt06,,{MARK}-card\n"
+                    ),
+                ),
+                "/api/v1/admin/import/vehicles" => {
+                    ("text/csv", format!("name,group_id\nstolen,{}\n", sa.ids["groups"]))
+                }
+                "/api/v1/admin/bulk/driver-assignments" => (
+                    "application/json",
+                    json!({"assignments": [{"driver_id": sa.ids["drivers"], "vehicle_id": sb.ids["vehicles"]},
+                                           {"driver_id": sb.ids["drivers"], "vehicle_id": a_veh}]})
+                    .to_string(),
+                ),
+                "/api/v1/admin/bulk/group-members" => (
+                    "application/json",
+                    json!({"group_id": sb.ids["groups"], "vehicle_ids": [a_veh]}).to_string(),
+                ),
+                other => panic!("no isolation case for POST {other}"),
+            };
+            let r = app
+                .send(
+                    axum::http::Request::post(*path)
+                        .header("authorization", format!("Bearer {b}"))
+                        .header("content-type", ct)
+                        .body(axum::body::Body::from(body))
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+            assert_eq!(r.json["applied"], 0, "{path}: {}", r.text);
+            assert!(r.json["failed"].as_u64() > Some(0), "{path}: {}", r.text);
+            // B's group by A's id is a 404.
+            if *path == "/api/v1/admin/bulk/group-members" {
+                let r = app
+                    .call(
+                        method,
+                        path,
+                        Some(&b),
+                        Some(json!({"group_id": sa.ids["groups"], "vehicle_ids": []})),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::NOT_FOUND);
             }
             exercised.push((method, path));
             continue;
@@ -446,6 +527,33 @@ async fn tenant_isolation_sweep_over_every_route() {
         .await
         .unwrap();
     assert_eq!(n, 1);
+    // A's driver was neither erased nor given a consent rule; nothing was imported for B
+    // against A's objects; A's group did not grow.
+    let drv = app
+        .call("GET", &format!("/api/v1/drivers/{}", sa.ids["drivers"]), Some(&a), None)
+        .await;
+    assert!(drv.json["name"].as_str().unwrap().contains(MARK), "{}", drv.text);
+    let consent: i64 = sqlx::query_scalar("SELECT count(*) FROM driver_consent")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(consent, 0);
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM devices WHERE identifier IN ('111111111111111', '222222222222222')")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+    let g = app
+        .call("GET", &format!("/api/v1/groups/{}", sa.ids["groups"]), Some(&a), None)
+        .await;
+    assert_eq!(g.json["vehicle_ids"], json!([a_veh]));
+    // B's audit trail holds B's attempts, A's none of them.
+    let trail = app.call("GET", "/api/v1/admin/audit?limit=500", Some(&a), None).await;
+    assert!(
+        !trail.text.contains("hijacked") && !trail.text.contains("stolen"),
+        "A sees B's rows"
+    );
 }
 
 #[tokio::test]
@@ -465,7 +573,7 @@ async fn role_matrix_is_deny_by_default() {
         for role in Role::ALL {
             let url = match route_id(path, &s) {
                 Some(id) => path.replace("{id}", &id.to_string()),
-                None => path.to_string(),
+                None => path.replace("{kind}", "positions"),
             };
             let status = if path.ends_with("/stream/sse") {
                 // A stream never ends: look at the status only.

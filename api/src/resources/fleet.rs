@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ListQuery, Page, check_attributes, check_name, order, page};
+use crate::audit::Audit;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use crate::{AppState, Ctx, auth};
 
@@ -142,7 +143,7 @@ pub struct CreateDevice {
     pub attributes: Option<Value>,
 }
 
-fn check_identifier(s: &str) -> ApiResult<()> {
+pub(crate) fn check_identifier(s: &str) -> ApiResult<()> {
     if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
         return Err(ApiError::validation("identifier", "1 to 64 printable ASCII characters"));
     }
@@ -227,10 +228,12 @@ pub mod double_option {
 pub async fn patch_device(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<DevicePatch>,
 ) -> ApiResult<Json<Device>> {
     let cur = get_device(&state, &ctx, id).await?;
+    audit.before(&cur);
     if let Some(a) = &p.attributes {
         check_attributes(a)?;
     }
@@ -261,16 +264,19 @@ pub async fn patch_device(
 pub async fn delete_device(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
-    deleted(
-        sqlx::query("DELETE FROM devices WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
-            .bind(id)
-            .execute(&state.pool)
-            .await?
-            .rows_affected(),
-    )
+    let gone: Option<Device> = sqlx::query_as(sqlf!(
+        "DELETE FROM devices WHERE tenant_id = $1 AND id = $2 RETURNING {DEVICE_COLS}"
+    ))
+    .bind(ctx.tenant_id)
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let gone = gone.ok_or_else(ApiError::not_found)?;
+    audit.before(&gone);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -483,7 +489,7 @@ pub struct VehicleBody {
     pub attributes: Option<Value>,
 }
 
-fn check_vehicle_body(b: &VehicleBody, creating: bool) -> ApiResult<()> {
+pub(crate) fn check_vehicle_body(b: &VehicleBody, creating: bool) -> ApiResult<()> {
     match &b.name {
         Some(n) => check_name("name", n)?,
         None if creating => return Err(ApiError::validation("name", "required")),
@@ -563,10 +569,12 @@ pub async fn read_vehicle(
 pub async fn patch_vehicle(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     ApiPath(id): ApiPath<i64>,
     ApiJson(b): ApiJson<VehicleBody>,
 ) -> ApiResult<Json<Vehicle>> {
     check_vehicle_body(&b, false)?;
+    audit.before(&get_vehicle(&state, &ctx, id).await?);
     sqlx::query_as(sqlf!(
         "UPDATE vehicles SET name = coalesce($3, name), vin = coalesce($4, vin), plate = coalesce($5, plate), \
          make = coalesce($6, make), model = coalesce($7, model), year = coalesce($8, year), \
@@ -594,16 +602,19 @@ pub async fn patch_vehicle(
 pub async fn delete_vehicle(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
-    deleted(
-        sqlx::query("DELETE FROM vehicles WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
-            .bind(id)
-            .execute(&state.pool)
-            .await?
-            .rows_affected(),
-    )
+    let gone: Option<Vehicle> = sqlx::query_as(sqlf!(
+        "DELETE FROM vehicles WHERE tenant_id = $1 AND id = $2 RETURNING {VEHICLE_COLS}"
+    ))
+    .bind(ctx.tenant_id)
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let gone = gone.ok_or_else(ApiError::not_found)?;
+    audit.before(&gone);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------- drivers
@@ -733,10 +744,12 @@ pub async fn read_driver(
 pub async fn patch_driver(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     ApiPath(id): ApiPath<i64>,
     ApiJson(b): ApiJson<DriverBody>,
 ) -> ApiResult<Json<Driver>> {
     check_driver_body(&b, false)?;
+    audit.before(&get_driver(&state, &ctx, id).await?);
     sqlx::query_as(sqlf!(
         "UPDATE drivers SET name = coalesce($3, name), external_id = coalesce($4, external_id), \
          email = coalesce($5, email), phone = coalesce($6, phone), attributes = coalesce($7, attributes) \
