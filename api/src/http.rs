@@ -96,6 +96,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(telemetry::read_trip))
         .routes(routes!(telemetry::list_stops))
         .routes(routes!(telemetry::list_events))
+        .routes(routes!(telemetry::ack_event))
         .routes(routes!(telemetry::list_geofences, telemetry::create_geofence))
         .routes(routes!(
             telemetry::read_geofence,

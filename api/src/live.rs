@@ -190,8 +190,10 @@ impl Filter {
             for e in batch.events.iter().filter(|e| self.visible(e.device_id, e.time)) {
                 out.push(
                     json!({ "type": "event", "data": {
+                        "id": crate::resources::telemetry::event_id(e.device_id, e.time, &e.kind),
                         "device_id": e.device_id, "vehicle_id": vehicle, "time": e.time, "kind": e.kind,
                         "lat": e.lat, "lon": e.lon, "geofence_id": e.geofence_id, "attributes": e.attributes,
+                        "acknowledged": false,
                     }})
                     .to_string(),
                 );
@@ -223,6 +225,15 @@ impl Filter {
         }
         let mut data = e.clone();
         data["vehicle_id"] = json!(vehicle);
+        // The id `POST /api/v1/events/{id}/ack` takes, as the events list gives it.
+        if let (Some(time), Some(kind)) = (
+            e.get("time")
+                .and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok()),
+            e.get("kind").and_then(|k| k.as_str()),
+        ) {
+            data["id"] = json!(crate::resources::telemetry::event_id(device, time, kind));
+        }
+        data["acknowledged"] = json!(false);
         Some(json!({ "type": "event", "data": data }).to_string())
     }
 }

@@ -77,6 +77,7 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/trips/{id}", VIEW),
     ("GET", "/api/v1/stops", VIEW),
     ("GET", "/api/v1/events", VIEW),
+    ("POST", "/api/v1/events/{id}/ack", OPS),
     ("GET", "/api/v1/geofences", VIEW),
     ("POST", "/api/v1/geofences", OPS),
     ("GET", "/api/v1/geofences/{id}", VIEW),

@@ -18,6 +18,8 @@ const MARK: &str = "ALPHA-MARK";
 /// Objects of one tenant, created through the API (and the store for operator output).
 struct Seed {
     ids: HashMap<&'static str, i64>,
+    /// The id of one of its events (events have a string id, not a number).
+    event: String,
 }
 
 async fn seed(app: &App, tok: &str, tenant_id: i64, imei: &str, vin: &str, mark: &str) -> Seed {
@@ -172,7 +174,10 @@ async fn seed(app: &App, tok: &str, tenant_id: i64, imei: &str, vin: &str, mark:
     })
     .await;
     seed_services(app, tok, tenant_id, v, dev, mark, &mut ids).await;
-    Seed { ids }
+    Seed {
+        ids,
+        event: api::resources::telemetry::event_id(dev, t0, "refuel"),
+    }
 }
 
 /// Services objects of one tenant (issue 9): a partner it operates (suspended at the
@@ -266,13 +271,16 @@ fn range() -> &'static str {
     "from=2026-09-21T00:00:00Z&to=2026-09-23T00:00:00Z"
 }
 
-/// The id a route's `{id}` takes from a seed.
-fn route_id(path: &str, seed: &Seed) -> Option<i64> {
-    let path = path
+/// The route with its `{id}` taken from a seed (the privacy routes take a driver's).
+fn route_url(path: &str, seed: &Seed) -> Option<String> {
+    let key = path
         .strip_prefix("/api/v1/admin/privacy")
         .map_or(path.to_string(), |p| format!("/api/v1{p}"));
-    let seg = path.strip_prefix("/api/v1/")?.split('/').next()?;
-    seed.ids.get(seg).copied()
+    let seg = key.strip_prefix("/api/v1/")?.split('/').next()?;
+    if seg == "events" {
+        return Some(path.replace("{id}", &seed.event));
+    }
+    seed.ids.get(seg).map(|id| path.replace("{id}", &id.to_string()))
 }
 
 /// A plausible body for a route, so that a refusal is about ownership, not syntax.
@@ -348,8 +356,7 @@ async fn tenant_isolation_sweep_over_every_route() {
             continue;
         }
         if path.contains("{id}") {
-            let id = route_id(path, &sa).unwrap_or_else(|| panic!("no seed id for {path}"));
-            let url = path.replace("{id}", &id.to_string());
+            let url = route_url(path, &sa).unwrap_or_else(|| panic!("no seed id for {path}"));
             let r = app
                 .call(method, &url, Some(&b), body_for(method, path, sb.ids["vehicles"]))
                 .await;
@@ -554,6 +561,11 @@ async fn tenant_isolation_sweep_over_every_route() {
         !trail.text.contains("hijacked") && !trail.text.contains("stolen"),
         "A sees B's rows"
     );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_acks")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "B acknowledged A's event");
 }
 
 #[tokio::test]
@@ -571,10 +583,7 @@ async fn role_matrix_is_deny_by_default() {
     let mut checked = 0;
     for (method, path, roles) in TABLE {
         for role in Role::ALL {
-            let url = match route_id(path, &s) {
-                Some(id) => path.replace("{id}", &id.to_string()),
-                None => path.replace("{kind}", "positions"),
-            };
+            let url = route_url(path, &s).unwrap_or_else(|| path.replace("{kind}", "positions"));
             let status = if path.ends_with("/stream/sse") {
                 // A stream never ends: look at the status only.
                 let req = axum::http::Request::get(&url)
@@ -626,6 +635,149 @@ async fn role_matrix_is_deny_by_default() {
         "/api/v1/not-in-table",
         Role::Admin
     ));
+}
+
+#[tokio::test]
+async fn events_are_acknowledged_once_for_the_whole_tenant() {
+    let app = app().await;
+    let t = app.tenant("Acme").await;
+    app.user(t, "admin@acme.example.com", Role::Admin).await;
+    app.user(t, "dispatch@acme.example.com", Role::Dispatcher).await;
+    let admin = app.login("admin@acme.example.com").await;
+    let disp = app.login("dispatch@acme.example.com").await;
+    let s = seed(&app, &admin, t, IMEI_A, VIN_A, MARK).await;
+    let dev = s.ids["devices"];
+    let q = format!("device_id={dev}&{}", range());
+
+    let all = app.call("GET", &format!("/api/v1/events?{q}"), Some(&disp), None).await;
+    let items = all.json["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 4, "{}", all.text);
+    assert!(
+        items
+            .iter()
+            .all(|e| e["acknowledged"] == false && e["acknowledged_at"].is_null())
+    );
+    assert_eq!(items[0]["kind"], "refuel");
+    assert_eq!(items[0]["id"], s.event.as_str());
+
+    let r = app
+        .call("POST", &format!("/api/v1/events/{}/ack", s.event), Some(&disp), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["acknowledged"], true);
+    assert_eq!(r.json["acknowledged_by"], "dispatch@acme.example.com");
+    assert_eq!(r.json["kind"], "refuel");
+    let at = r.json["acknowledged_at"].as_str().unwrap().to_string();
+    // Idempotent: the first acknowledgement stands.
+    let again = app
+        .call("POST", &format!("/api/v1/events/{}/ack", s.event), Some(&admin), None)
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["acknowledged_at"], at.as_str());
+    assert_eq!(again.json["acknowledged_by"], "dispatch@acme.example.com");
+
+    // Everyone in the tenant sees it acknowledged; the filter splits the list.
+    let acked = app
+        .call(
+            "GET",
+            &format!("/api/v1/events?{q}&acknowledged=true"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let acked = acked.json["items"].as_array().unwrap();
+    assert_eq!(acked.len(), 1);
+    assert_eq!(acked[0]["id"], s.event.as_str());
+    assert_eq!(acked[0]["acknowledged_by"], "dispatch@acme.example.com");
+    let open = app
+        .call(
+            "GET",
+            &format!("/api/v1/events?{q}&acknowledged=false"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let open: Vec<&str> = open.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(open, ["fuel_theft", "dtc", "overspeed"]);
+    // Newest first, as a feed wants them, with a cursor that keeps going backwards.
+    let desc = app
+        .call(
+            "GET",
+            &format!("/api/v1/events?{q}&order=desc&limit=3"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = desc.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["overspeed", "dtc", "fuel_theft"]);
+    let c = desc.json["next_cursor"].as_str().unwrap();
+    let rest = app
+        .call(
+            "GET",
+            &format!("/api/v1/events?{q}&order=desc&cursor={c}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(rest.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.json["items"][0]["kind"], "refuel");
+    let bad = app
+        .call("GET", &format!("/api/v1/events?{q}&order=up"), Some(&admin), None)
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Junk ids and ids of events that do not exist are 404s, and record nothing.
+    for id in [
+        "junk".to_string(),
+        "%2E%2E".to_string(),
+        api::resources::telemetry::event_id(dev, chrono::Utc::now(), "refuel"),
+        api::resources::telemetry::event_id(
+            dev + 1000,
+            chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            "refuel",
+        ),
+    ] {
+        let r = app
+            .call("POST", &format!("/api/v1/events/{id}/ack"), Some(&admin), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], "not_found");
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_acks")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // The maintenance list has what the DTC detector emits as well as plain `dtc` events.
+    sqlx::query(
+        "INSERT INTO events (device_id, time, kind, severity, attributes) VALUES ($1, $2, 'dtc_raised', 'high', $3)",
+    )
+    .bind(dev)
+    .bind(chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap() + chrono::Duration::hours(1))
+    .bind(json!({"code": "P0420"}))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let dtcs = app
+        .call("GET", &format!("/api/v1/maintenance/dtcs?{q}"), Some(&admin), None)
+        .await;
+    let kinds: Vec<&str> = dtcs.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["dtc", "dtc_raised"], "{}", dtcs.text);
 }
 
 #[tokio::test]

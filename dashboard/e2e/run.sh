@@ -12,6 +12,7 @@ chromium=${CHROMIUM:-/usr/bin/chromium}
 [ -x "$chromium" ] || { echo "no Chromium at $chromium: apt-get install chromium" >&2; exit 1; }
 out=$root/target/e2e
 mkdir -p "$out"
+rm -f "$out/failure.png"  # from an earlier failed run
 work=$(mktemp -d)
 chmod 755 "$work"
 server=""

@@ -483,6 +483,10 @@ pub async fn list_stops(
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Event {
+    /// Opaque id built from the event's key (device, time, kind), for
+    /// `POST /api/v1/events/{id}/ack`.
+    #[sqlx(skip)]
+    pub id: String,
     pub device_id: i64,
     pub vehicle_id: Option<i64>,
     pub time: DateTime<Utc>,
@@ -494,6 +498,26 @@ pub struct Event {
     pub lon: Option<f64>,
     pub geofence_id: Option<i64>,
     pub attributes: Value,
+    pub acknowledged: bool,
+    /// When and by whom (the user's email, or `api key <id>`) it was first acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+}
+
+/// The id of the event with this key: `<device>.<microseconds since the epoch>.<kind>`,
+/// URL-safe base64 so kinds with any character survive a path segment. The live stream
+/// puts the same id on the events it sends.
+pub fn event_id(device_id: i64, time: DateTime<Utc>, kind: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{device_id}.{}.{kind}", time.timestamp_micros()))
+}
+
+fn parse_event_id(id: &str) -> Option<(i64, DateTime<Utc>, String)> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(id).ok()?).ok()?;
+    let mut it = raw.splitn(3, '.');
+    let device = it.next()?.parse().ok()?;
+    let time = DateTime::from_timestamp_micros(it.next()?.parse().ok()?)?;
+    let kind = it.next()?.to_string();
+    Some((device, time, kind))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -503,9 +527,17 @@ pub struct EventQuery {
     pub kind: Option<String>,
     pub severity: Option<String>,
     pub geofence_id: Option<i64>,
+    /// Only acknowledged (`true`) or only unacknowledged (`false`) events.
+    pub acknowledged: Option<bool>,
+    /// `asc` (oldest first, the default) or `desc` (newest first, as a feed shows them).
+    pub order: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
+
+const EVENT_COLS: &str = "e.device_id, d.vehicle_id, e.time, e.end_time, e.kind, e.severity, e.magnitude, e.lat, \
+    e.lon, e.geofence_id, e.attributes, a.device_id IS NOT NULL AS acknowledged, a.acked_at AS acknowledged_at, \
+    a.acked_by AS acknowledged_by";
 
 async fn query_events(
     state: &AppState,
@@ -536,29 +568,41 @@ async fn query_events(
                 .ok_or_else(|| ApiError::validation("cursor", "not a cursor from this API"))?,
         ),
     };
-    let mut rows: Vec<Event> = sqlx::query_as(
-        "SELECT e.device_id, d.vehicle_id, e.time, e.end_time, e.kind, e.severity, e.magnitude, e.lat, e.lon, \
-                e.geofence_id, e.attributes \
+    let (cmp, dir) = match e.order.as_deref() {
+        None | Some("asc") => (">", "ASC"),
+        Some("desc") => ("<", "DESC"),
+        Some(_) => return Err(ApiError::validation("order", "asc or desc")),
+    };
+    // Only constants are spliced in: the column list and the direction chosen above.
+    let sql = sqlf!(
+        "SELECT {EVENT_COLS} \
          FROM events e JOIN devices d ON d.id = e.device_id \
+         LEFT JOIN event_acks a ON a.device_id = e.device_id AND a.time = e.time AND a.kind = e.kind \
          WHERE d.tenant_id = $1 AND e.device_id = ANY($2) AND e.time >= $3 AND e.time < $4 \
            AND ($5::text[] IS NULL OR e.kind = ANY($5)) AND ($6::text IS NULL OR e.severity = $6) \
            AND ($7::int8 IS NULL OR e.geofence_id = $7) \
-           AND ($8::timestamptz IS NULL OR (e.time, e.device_id, e.kind) > ($8, $9, $10)) \
-         ORDER BY e.time, e.device_id, e.kind LIMIT $11",
-    )
-    .bind(ctx.tenant_id)
-    .bind(&devs)
-    .bind(from)
-    .bind(to)
-    .bind(kinds)
-    .bind(&e.severity)
-    .bind(e.geofence_id)
-    .bind(after.as_ref().map(|a| a.0))
-    .bind(after.as_ref().map(|a| a.1))
-    .bind(after.as_ref().map(|a| a.2.clone()))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+           AND ($8::timestamptz IS NULL OR (e.time, e.device_id, e.kind) {cmp} ($8, $9, $10)) \
+           AND ($12::bool IS NULL OR (a.device_id IS NOT NULL) = $12) \
+         ORDER BY e.time {dir}, e.device_id {dir}, e.kind {dir} LIMIT $11"
+    );
+    let mut rows: Vec<Event> = sqlx::query_as(sql)
+        .bind(ctx.tenant_id)
+        .bind(&devs)
+        .bind(from)
+        .bind(to)
+        .bind(kinds)
+        .bind(&e.severity)
+        .bind(e.geofence_id)
+        .bind(after.as_ref().map(|a| a.0))
+        .bind(after.as_ref().map(|a| a.1))
+        .bind(after.as_ref().map(|a| a.2.clone()))
+        .bind(limit + 1)
+        .bind(e.acknowledged)
+        .fetch_all(&state.pool)
+        .await?;
+    for r in &mut rows {
+        r.id = event_id(r.device_id, r.time, &r.kind);
+    }
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last()
@@ -593,7 +637,63 @@ pub async fn list_events(
     Ok(Json(query_events(&state, &ctx, &r, k, &e).await?))
 }
 
-/// Diagnostic trouble codes reported by the fleet (`dtc` events).
+/// Acknowledges an event for the whole tenant, recording who and when. Idempotent: a
+/// second acknowledgement changes nothing and answers the first one's record.
+#[utoipa::path(post, path = "/api/v1/events/{id}/ack", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, body = Event), (status = 404, body = ErrorBody)))]
+pub async fn ack_event(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Event>> {
+    let (device, time, kind) = parse_event_id(&id).ok_or_else(ApiError::not_found)?;
+    let who: String = match ctx.api_key_id {
+        Some(k) => format!("api key {k}"),
+        None => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(ctx.user_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .unwrap_or_else(|| format!("user {}", ctx.user_id)),
+    };
+    // Only an event of a device in the caller's tenant: anything else is a 404.
+    sqlx::query(
+        "INSERT INTO event_acks (device_id, time, kind, tenant_id, acked_by_user, acked_by_key, acked_by) \
+         SELECT e.device_id, e.time, e.kind, d.tenant_id, $5, $6, $7 \
+         FROM events e JOIN devices d ON d.id = e.device_id \
+         WHERE d.tenant_id = $1 AND e.device_id = $2 AND e.time = $3 AND e.kind = $4 \
+         ON CONFLICT (device_id, time, kind) DO NOTHING",
+    )
+    .bind(ctx.tenant_id)
+    .bind(device)
+    .bind(time)
+    .bind(&kind)
+    .bind(ctx.user_id)
+    .bind(ctx.api_key_id)
+    .bind(&who)
+    .execute(&state.pool)
+    .await?;
+    let sql = sqlf!(
+        "SELECT {EVENT_COLS} FROM events e JOIN devices d ON d.id = e.device_id \
+         LEFT JOIN event_acks a ON a.device_id = e.device_id AND a.time = e.time AND a.kind = e.kind \
+         WHERE d.tenant_id = $1 AND e.device_id = $2 AND e.time = $3 AND e.kind = $4"
+    );
+    let mut ev: Event = sqlx::query_as(sql)
+        .bind(ctx.tenant_id)
+        .bind(device)
+        .bind(time)
+        .bind(&kind)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    ev.id = event_id(ev.device_id, ev.time, &ev.kind);
+    Ok(Json(ev))
+}
+
+/// What the DTC detector emits (`dtc_raised`, `dtc_cleared`, attributes `code`,
+/// `description`), and `dtc` from devices or imports that report codes as events.
+const DTC_KINDS: &[&str] = &["dtc", "dtc_raised", "dtc_cleared"];
+
+/// Diagnostic trouble codes reported by the fleet (`dtc_raised`, `dtc_cleared`, `dtc` events).
 #[utoipa::path(get, path = "/api/v1/maintenance/dtcs", tag = "maintenance", params(RangeQuery, EventQuery),
     responses((status = 200, body = Page<Event>), (status = 404, body = ErrorBody)))]
 pub async fn list_dtcs(
@@ -603,7 +703,14 @@ pub async fn list_dtcs(
     ApiQuery(e): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Page<Event>>> {
     Ok(Json(
-        query_events(&state, &ctx, &r, Some(vec!["dtc".into()]), &e).await?,
+        query_events(
+            &state,
+            &ctx,
+            &r,
+            Some(DTC_KINDS.iter().map(|k| k.to_string()).collect()),
+            &e,
+        )
+        .await?,
     ))
 }
 

@@ -123,6 +123,8 @@ export interface Device {
 }
 
 export interface FleetEvent {
+  /** For `POST /api/v1/events/{id}/ack`; the list and the live stream both carry it. */
+  id?: string;
   device_id: number;
   vehicle_id?: number | null;
   time: string;
@@ -134,6 +136,9 @@ export interface FleetEvent {
   magnitude?: number | null;
   severity?: string | null;
   attributes?: Record<string, unknown>;
+  acknowledged?: boolean;
+  acknowledged_at?: string | null;
+  acknowledged_by?: string | null;
 }
 
 export interface Trip {
@@ -151,4 +156,74 @@ export interface Geofence {
   name: string;
   geojson: GeoJSON.GeoJsonObject & Record<string, unknown>;
   attributes: Record<string, unknown>;
+}
+
+export interface Driver {
+  id: number;
+  name: string;
+}
+
+export interface Score {
+  subject_kind: "driver" | "vehicle" | "device";
+  subject_id: number;
+  period: "day" | "trip";
+  period_start: string;
+  distance_m: number;
+  duration_s: number;
+  score: number;
+}
+
+export interface FuelReport {
+  events: FleetEvent[];
+  refuelled_l: number;
+  drained_l: number;
+  trips_fuel_used_l: number;
+  trips_distance_m: number;
+  consumption_l_per_100km: number | null;
+}
+
+export interface ServicePlan {
+  id: number;
+  vehicle_id: number;
+  name: string;
+  every_km: number | null;
+  every_days: number | null;
+  last_done_at: string | null;
+}
+
+export interface DueItem {
+  plan: ServicePlan;
+  odometer_km: number | null;
+  remaining_km: number | null;
+  remaining_days: number | null;
+  due: boolean;
+}
+
+/** A partner's offer for a service (the services issue's booking contract). */
+export interface Match {
+  partner_id: number;
+  partner_name: string;
+  service_id: number;
+  service_name: string;
+  distance_m: number | null;
+  price_minor: number | null;
+  currency: string | null;
+  earliest_slot: string | null;
+}
+
+export interface Recommendation {
+  id: number;
+  vehicle_id: number;
+  reason: string;
+  code?: string | null;
+  status: string;
+  matches: Match[];
+}
+
+export interface Booking {
+  id: number;
+  status: string;
+  start: string;
+  end?: string;
+  partner_id: number;
 }
