@@ -19,10 +19,14 @@ pub mod ctx;
 pub mod docs;
 pub mod error;
 pub mod http;
+pub mod latest;
 pub mod live;
 pub mod perm;
+pub mod reports;
 pub mod resources;
+pub mod scope;
 pub mod users;
+pub mod webhooks;
 
 pub use ctx::Ctx;
 pub use error::{ApiError, ApiResult};
@@ -52,6 +56,11 @@ pub struct ApiConfig {
     pub lockout_threshold: u32,
     /// Live-stream messages queued per client before it is dropped as too slow.
     pub stream_queue: usize,
+    /// `[api.webhooks]`: delivery worker, retries, SSRF allow-list.
+    pub webhooks: webhooks::WebhookConfig,
+    /// How long the serialised whole-fleet latest positions may be reused after the bus
+    /// reported a new fix (0: rebuilt as soon as a fix arrived; see `latest.rs`).
+    pub latest_cache_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +77,8 @@ impl Default for ApiConfig {
             max_page_size: 500,
             lockout_threshold: 5,
             stream_queue: 256,
+            webhooks: webhooks::WebhookConfig::default(),
+            latest_cache_ms: 0,
         }
     }
 }
@@ -86,6 +97,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_page_size", &self.max_page_size)
             .field("lockout_threshold", &self.lockout_threshold)
             .field("stream_queue", &self.stream_queue)
+            .field("webhooks", &self.webhooks)
+            .field("latest_cache_ms", &self.latest_cache_ms)
             .finish()
     }
 }
@@ -152,6 +165,8 @@ pub struct Shared {
     /// Events the stream operators detect (trips, geofences, harsh driving, fuel…), as
     /// JSON objects with at least `device_id` and `kind`, for the live stream.
     pub operator_events: Option<tokio::sync::broadcast::Sender<serde_json::Value>>,
+    /// The serialised whole-fleet latest positions per tenant (see [`latest`]).
+    pub latest_cache: latest::LatestCache,
 }
 
 impl std::fmt::Debug for Shared {
@@ -186,6 +201,7 @@ impl AppState {
             bus,
             ready_checks: Vec::new(),
             operator_events: None,
+            latest_cache: latest::LatestCache::default(),
         }))
     }
 

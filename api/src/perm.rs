@@ -11,9 +11,10 @@ const ADMIN: &[Role] = &[Admin];
 const MANAGE: &[Role] = &[Admin, FleetManager];
 /// Run the fleet day to day: geofences, commands.
 const OPS: &[Role] = &[Admin, FleetManager, Dispatcher];
-/// See the fleet: partners integrate read-only. Drivers and customers see only their
-/// own account until per-object scoping for them exists.
+/// See the fleet: partners integrate read-only.
 const VIEW: &[Role] = &[Admin, FleetManager, Dispatcher, Partner];
+/// Reads that drivers and customers get too, narrowed to their own objects (crate::scope).
+const OWN: &[Role] = &[Admin, FleetManager, Dispatcher, Partner, Driver, Customer];
 
 /// (method, full route path, roles). Paths are axum route templates.
 pub const TABLE: &[(&str, &str, &[Role])] = &[
@@ -41,9 +42,9 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/devices/{id}/commands", OPS),
     ("POST", "/api/v1/devices/{id}/commands", OPS),
     ("GET", "/api/v1/commands/{id}", OPS),
-    ("GET", "/api/v1/vehicles", VIEW),
+    ("GET", "/api/v1/vehicles", OWN),
     ("POST", "/api/v1/vehicles", MANAGE),
-    ("GET", "/api/v1/vehicles/{id}", VIEW),
+    ("GET", "/api/v1/vehicles/{id}", OWN),
     ("PATCH", "/api/v1/vehicles/{id}", MANAGE),
     ("DELETE", "/api/v1/vehicles/{id}", MANAGE),
     ("GET", "/api/v1/drivers", VIEW),
@@ -58,10 +59,10 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/groups/{id}", VIEW),
     ("PATCH", "/api/v1/groups/{id}", MANAGE),
     ("DELETE", "/api/v1/groups/{id}", MANAGE),
-    ("GET", "/api/v1/positions/latest", VIEW),
-    ("GET", "/api/v1/positions/history", VIEW),
-    ("GET", "/api/v1/trips", VIEW),
-    ("GET", "/api/v1/trips/{id}", VIEW),
+    ("GET", "/api/v1/positions/latest", OWN),
+    ("GET", "/api/v1/positions/history", OWN),
+    ("GET", "/api/v1/trips", OWN),
+    ("GET", "/api/v1/trips/{id}", OWN),
     ("GET", "/api/v1/stops", VIEW),
     ("GET", "/api/v1/events", VIEW),
     ("GET", "/api/v1/geofences", VIEW),
@@ -69,7 +70,7 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/geofences/{id}", VIEW),
     ("PATCH", "/api/v1/geofences/{id}", OPS),
     ("DELETE", "/api/v1/geofences/{id}", OPS),
-    ("GET", "/api/v1/scores", VIEW),
+    ("GET", "/api/v1/scores", OWN),
     ("GET", "/api/v1/fuel", VIEW),
     ("GET", "/api/v1/maintenance/dtcs", VIEW),
     ("GET", "/api/v1/maintenance/due", VIEW),
@@ -81,6 +82,14 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/unknown-devices", ADMIN),
     ("GET", "/api/v1/stream", VIEW),
     ("GET", "/api/v1/stream/sse", VIEW),
+    // Webhooks and reports (api/src/webhooks.rs, api/src/reports.rs).
+    ("GET", "/api/v1/webhooks", MANAGE),
+    ("POST", "/api/v1/webhooks", MANAGE),
+    ("GET", "/api/v1/webhooks/{id}", MANAGE),
+    ("PATCH", "/api/v1/webhooks/{id}", MANAGE),
+    ("DELETE", "/api/v1/webhooks/{id}", MANAGE),
+    ("GET", "/api/v1/webhooks/{id}/deliveries", MANAGE),
+    ("GET", "/api/v1/reports/daily", OWN),
 ];
 
 /// Routes that need no credentials.
