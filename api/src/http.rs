@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::resources::{fleet, telemetry};
-use crate::{AppState, auth, ctx, live, users};
+use crate::{AppState, auth, ctx, live, reports, users, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -114,6 +114,14 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             telemetry::delete_plan
         ))
         .merge(services_routes())
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(
+            webhooks::read_webhook,
+            webhooks::patch_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(reports::daily))
         .routes(routes!(live::ws))
         .routes(routes!(live::sse))
         .routes(routes!(ready))
@@ -292,6 +300,9 @@ fn governor(per_second: u32, burst: u32) -> GovernorLayer<CallerKey, governor::m
 /// The whole HTTP surface of the API: `/api/v1/…`, `/api/openapi.json`, `/docs`, `/ready`.
 pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
+    if cfg.webhooks.worker {
+        webhooks::spawn_worker(state.clone());
+    }
     let (api, _) = api_routes().split_for_parts();
     let (auth, _) = auth_routes().split_for_parts();
     // Logins are costly (argon2) and the target of guessing: a much tighter budget.
@@ -397,8 +408,13 @@ async fn etag(req: Request, next: Next) -> Response {
     let cacheable = req.method() == Method::GET && !req.uri().path().starts_with("/api/v1/stream");
     let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
     let resp = next.run(req).await;
-    // A streamed body (an export) has no known size: hashing it would hold it all in memory.
-    if !cacheable || resp.status() != StatusCode::OK || axum::body::HttpBody::size_hint(resp.body()).exact().is_none() {
+    // A streamed body (an export) has no known size: hashing it would hold it all in
+    // memory. A handler that set its own validator (cached answers) has done this already.
+    if !cacheable
+        || resp.status() != StatusCode::OK
+        || axum::body::HttpBody::size_hint(resp.body()).exact().is_none()
+        || resp.headers().contains_key(header::ETAG)
+    {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

@@ -23,10 +23,14 @@ pub mod ctx;
 pub mod docs;
 pub mod error;
 pub mod http;
+pub mod latest;
 pub mod live;
 pub mod perm;
+pub mod reports;
 pub mod resources;
+pub mod scope;
 pub mod users;
+pub mod webhooks;
 
 pub use ctx::Ctx;
 pub use error::{ApiError, ApiResult};
@@ -59,6 +63,11 @@ pub struct ApiConfig {
     /// Secrets the payment gateway signs its webhooks with (several during a rotation).
     /// Empty: the webhook endpoint refuses everything. Redacted in `Debug`.
     pub gateway_webhook_secrets: Vec<String>,
+    /// `[api.webhooks]`: delivery worker, retries, SSRF allow-list.
+    pub webhooks: webhooks::WebhookConfig,
+    /// How long the serialised whole-fleet latest positions may be reused after the bus
+    /// reported a new fix (0: rebuilt as soon as a fix arrived; see `latest.rs`).
+    pub latest_cache_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +85,8 @@ impl Default for ApiConfig {
             lockout_threshold: 5,
             stream_queue: 256,
             gateway_webhook_secrets: Vec::new(),
+            webhooks: webhooks::WebhookConfig::default(),
+            latest_cache_ms: 0,
         }
     }
 }
@@ -98,6 +109,8 @@ impl std::fmt::Debug for ApiConfig {
                 "gateway_webhook_secrets",
                 &format_args!("<{} redacted>", self.gateway_webhook_secrets.len()),
             )
+            .field("webhooks", &self.webhooks)
+            .field("latest_cache_ms", &self.latest_cache_ms)
             .finish()
     }
 }
@@ -169,6 +182,8 @@ pub struct Shared {
     pub gateway: Arc<dyn services::gateway::Gateway>,
     /// The running pipeline's counters, for `GET /api/v1/admin/health`.
     pub system: Option<admin::SystemProbe>,
+    /// The serialised whole-fleet latest positions per tenant (see [`latest`]).
+    pub latest_cache: latest::LatestCache,
 }
 
 impl std::fmt::Debug for Shared {
@@ -205,6 +220,7 @@ impl AppState {
             operator_events: None,
             gateway: Arc::new(services::gateway::SandboxGateway::new()),
             system: None,
+            latest_cache: latest::LatestCache::default(),
         }))
     }
 

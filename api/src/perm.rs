@@ -11,9 +11,10 @@ const ADMIN: &[Role] = &[Admin];
 const MANAGE: &[Role] = &[Admin, FleetManager];
 /// Run the fleet day to day: geofences, commands.
 const OPS: &[Role] = &[Admin, FleetManager, Dispatcher];
-/// See the fleet: partners integrate read-only. Drivers and customers see only their
-/// own account until per-object scoping for them exists.
+/// See the fleet: partners integrate read-only.
 const VIEW: &[Role] = &[Admin, FleetManager, Dispatcher, Partner];
+/// Reads that drivers and customers get too, narrowed to their own objects (crate::scope).
+const OWN: &[Role] = &[Admin, FleetManager, Dispatcher, Partner, Driver, Customer];
 
 // Services (issue 9). Partners are one marketplace across tenants; the handlers scope
 // per object on top of this table: a partner user sees only its own partner's bookings,
@@ -54,9 +55,9 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/devices/{id}/commands", OPS),
     ("POST", "/api/v1/devices/{id}/commands", OPS),
     ("GET", "/api/v1/commands/{id}", OPS),
-    ("GET", "/api/v1/vehicles", VIEW),
+    ("GET", "/api/v1/vehicles", OWN),
     ("POST", "/api/v1/vehicles", MANAGE),
-    ("GET", "/api/v1/vehicles/{id}", VIEW),
+    ("GET", "/api/v1/vehicles/{id}", OWN),
     ("PATCH", "/api/v1/vehicles/{id}", MANAGE),
     ("DELETE", "/api/v1/vehicles/{id}", MANAGE),
     ("GET", "/api/v1/drivers", VIEW),
@@ -71,10 +72,10 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/groups/{id}", VIEW),
     ("PATCH", "/api/v1/groups/{id}", MANAGE),
     ("DELETE", "/api/v1/groups/{id}", MANAGE),
-    ("GET", "/api/v1/positions/latest", VIEW),
-    ("GET", "/api/v1/positions/history", VIEW),
-    ("GET", "/api/v1/trips", VIEW),
-    ("GET", "/api/v1/trips/{id}", VIEW),
+    ("GET", "/api/v1/positions/latest", OWN),
+    ("GET", "/api/v1/positions/history", OWN),
+    ("GET", "/api/v1/trips", OWN),
+    ("GET", "/api/v1/trips/{id}", OWN),
     ("GET", "/api/v1/stops", VIEW),
     ("GET", "/api/v1/events", VIEW),
     ("POST", "/api/v1/events/{id}/ack", OPS),
@@ -83,7 +84,7 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/geofences/{id}", VIEW),
     ("PATCH", "/api/v1/geofences/{id}", OPS),
     ("DELETE", "/api/v1/geofences/{id}", OPS),
-    ("GET", "/api/v1/scores", VIEW),
+    ("GET", "/api/v1/scores", OWN),
     ("GET", "/api/v1/fuel", VIEW),
     ("GET", "/api/v1/maintenance/dtcs", VIEW),
     ("GET", "/api/v1/maintenance/due", VIEW),
@@ -157,6 +158,14 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/drivers/{id}/consent", MANAGE),
     ("PUT", "/api/v1/drivers/{id}/consent", ADMIN),
     ("DELETE", "/api/v1/drivers/{id}/consent", ADMIN),
+    // Webhooks and reports (api/src/webhooks.rs, api/src/reports.rs).
+    ("GET", "/api/v1/webhooks", MANAGE),
+    ("POST", "/api/v1/webhooks", MANAGE),
+    ("GET", "/api/v1/webhooks/{id}", MANAGE),
+    ("PATCH", "/api/v1/webhooks/{id}", MANAGE),
+    ("DELETE", "/api/v1/webhooks/{id}", MANAGE),
+    ("GET", "/api/v1/webhooks/{id}/deliveries", MANAGE),
+    ("GET", "/api/v1/reports/daily", OWN),
 ];
 
 /// Routes that need no credentials.

@@ -112,6 +112,17 @@ async fn seed(app: &App, tok: &str, tenant_id: i64, imei: &str, vin: &str, mark:
         .await;
     ids.insert("api-keys", k.json["id"].as_i64().unwrap());
     ids.insert("tenants", tenant_id);
+    // A webhook, inserted directly: its URL need not pass the SSRF check here.
+    let hook: i64 = sqlx::query_scalar(
+        "INSERT INTO webhooks (tenant_id, url, kinds, description, secret) VALUES ($1, $2, '{}', $3, 'whsec_x') RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(format!("https://{}.example.com/hook", mark.to_lowercase()))
+    .bind(mark)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    ids.insert("webhooks", hook);
     // Operator output: a trip, events, a score, positions.
     let t0 = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
     let trip = store::query::upsert_trip(
@@ -287,6 +298,7 @@ fn route_url(path: &str, seed: &Seed) -> Option<String> {
 fn body_for(method: &str, path: &str, own_vehicle: i64) -> Option<Value> {
     match (method, path) {
         ("PATCH", _) if path.ends_with("/tenants/{id}") => Some(json!({"name": "hijacked"})),
+        ("PATCH", p) if p.starts_with("/api/v1/webhooks") => Some(json!({"description": "hijacked"})),
         ("PATCH", _) => Some(json!({"name": "hijacked"})),
         ("POST", p) if p.ends_with("/commands") => Some(json!({"command": {"type": "engine_stop"}})),
         ("POST", p) if p.ends_with("/assignments") => Some(json!({"vehicle_id": own_vehicle})),
@@ -459,7 +471,8 @@ async fn tenant_isolation_sweep_over_every_route() {
             "/api/v1/devices" => json!({"identifier": "111111111111111", "protocol": "gt06", "vehicle_id": a_veh}),
             "/api/v1/groups" => json!({"name": "steal", "vehicle_ids": [a_veh]}),
             "/api/v1/service-plans" => json!({"vehicle_id": a_veh, "name": "x", "every_days": 30}),
-            "/api/v1/vehicles" | "/api/v1/drivers" | "/api/v1/geofences" | "/api/v1/users" | "/api/v1/api-keys" => {
+            "/api/v1/vehicles" | "/api/v1/drivers" | "/api/v1/geofences" | "/api/v1/users" | "/api/v1/api-keys"
+            | "/api/v1/webhooks" => {
                 exercised.push((method, path));
                 continue;
             }

@@ -450,6 +450,7 @@ pub async fn list_vehicles(
          AND ($3::text IS NULL OR name ILIKE '%' || $3 || '%' OR vin ILIKE '%' || $3 || '%' OR plate ILIKE '%' || $3 || '%') \
          AND ($4::text IS NULL OR vin = $4) AND ($5::text IS NULL OR plate = $5) \
          AND ($6::int8 IS NULL OR EXISTS (SELECT 1 FROM vehicle_group_members m WHERE m.group_id = $6 AND m.vehicle_id = v.id)) \
+         AND ($8::int8[] IS NULL OR id = ANY ($8)) \
          ORDER BY id {ord} LIMIT $7"
     ))
     .bind(ctx.tenant_id)
@@ -459,17 +460,20 @@ pub async fn list_vehicles(
     .bind(&f.plate)
     .bind(f.group_id)
     .bind(limit + 1)
+    .bind(crate::scope::vehicles(&state, &ctx).await?)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(page(rows, &q, &state, |v| v.id)?))
 }
 
 async fn get_vehicle(state: &AppState, ctx: &Ctx, id: i64) -> ApiResult<Vehicle> {
+    // Drivers and customers: their own vehicles only (crate::scope); others are a 404.
     sqlx::query_as(sqlf!(
-        "SELECT {VEHICLE_COLS} FROM vehicles WHERE tenant_id = $1 AND id = $2"
+        "SELECT {VEHICLE_COLS} FROM vehicles WHERE tenant_id = $1 AND id = $2 AND ($3::int8[] IS NULL OR id = ANY ($3))"
     ))
     .bind(ctx.tenant_id)
     .bind(id)
+    .bind(crate::scope::vehicles(state, ctx).await?)
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(ApiError::not_found)

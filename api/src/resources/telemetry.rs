@@ -73,16 +73,20 @@ async fn tenant_devices(
     vehicle_id: Option<i64>,
     group_id: Option<i64>,
 ) -> ApiResult<Vec<(i64, Option<i64>)>> {
+    // Drivers and customers: only the devices of their own vehicles (crate::scope).
+    let only = crate::scope::vehicles(state, ctx).await?;
     Ok(sqlx::query_as(
         "SELECT d.id, d.vehicle_id FROM devices d WHERE d.tenant_id = $1 \
          AND ($2::int8 IS NULL OR d.id = $2) AND ($3::int8 IS NULL OR d.vehicle_id = $3) \
          AND ($4::int8 IS NULL OR d.vehicle_id IN (SELECT m.vehicle_id FROM vehicle_group_members m \
-              JOIN vehicle_groups g ON g.id = m.group_id WHERE g.tenant_id = $1 AND g.id = $4)) ORDER BY d.id",
+              JOIN vehicle_groups g ON g.id = m.group_id WHERE g.tenant_id = $1 AND g.id = $4)) \
+         AND ($5::int8[] IS NULL OR d.vehicle_id = ANY ($5)) ORDER BY d.id",
     )
     .bind(ctx.tenant_id)
     .bind(device_id)
     .bind(vehicle_id)
     .bind(group_id)
+    .bind(only)
     .fetch_all(&state.pool)
     .await?)
 }
@@ -100,6 +104,12 @@ async fn scoped_devices(
         check_vehicle(state, ctx, "vehicle_id", Some(v))
             .await
             .map_err(|_| ApiError::not_found())?;
+        if crate::scope::vehicles(state, ctx)
+            .await?
+            .is_some_and(|mine| !mine.contains(&v))
+        {
+            return Err(ApiError::not_found());
+        }
     }
     if let Some(g) = group_id {
         let ok: bool =
@@ -134,32 +144,28 @@ pub async fn latest(
     State(state): State<AppState>,
     ctx: Ctx,
     ApiQuery(q): ApiQuery<LatestQuery>,
-) -> ApiResult<Json<Page<Position>>> {
-    let items = if q.vehicle_id.is_none() && q.group_id.is_none() && q.device_id.is_none() {
-        // The whole fleet in one join: one index probe per device.
-        let rows = store::query::latest_positions_for_tenant(&state.pool, ctx.tenant_id).await?;
-        let vmap: std::collections::HashMap<i64, Option<i64>> = tenant_devices(&state, &ctx, None, None, None)
-            .await?
-            .into_iter()
-            .collect();
-        rows.iter()
-            .map(|r| Position::from_row(r, vmap.get(&r.device_id).copied().flatten()))
-            .collect()
-    } else {
-        let devs = scoped_devices(&state, &ctx, q.device_id, q.vehicle_id, q.group_id).await?;
-        let ids: Vec<i64> = devs.iter().map(|d| d.0).collect();
-        let vmap: std::collections::HashMap<i64, Option<i64>> = devs.into_iter().collect();
-        store::query::latest_positions(&state.pool, &ids)
-            .await?
-            .iter()
-            .map(|r| Position::from_row(r, vmap.get(&r.device_id).copied().flatten()))
-            .collect()
-    };
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let whole_fleet = q.vehicle_id.is_none() && q.group_id.is_none() && q.device_id.is_none();
+    if whole_fleet && !crate::scope::is_scoped(ctx.role) {
+        // The dashboard's poll: served pre-serialised (crate::latest).
+        return crate::latest::serve(&state, &ctx, &headers).await;
+    }
+    // Scoped roles (drivers, customers) and narrowed queries: their devices only.
+    let devs = scoped_devices(&state, &ctx, q.device_id, q.vehicle_id, q.group_id).await?;
+    let ids: Vec<i64> = devs.iter().map(|d| d.0).collect();
+    let vmap: std::collections::HashMap<i64, Option<i64>> = devs.into_iter().collect();
+    let items = store::query::latest_positions(&state.pool, &ids)
+        .await?
+        .iter()
+        .map(|r| Position::from_row(r, vmap.get(&r.device_id).copied().flatten()))
+        .collect();
     let items = apply_consent(&state, &ctx, items).await?;
     Ok(Json(Page {
         items,
         next_cursor: None,
-    }))
+    })
+    .into_response())
 }
 
 /// Drivers' tracking consent (`driver_consent`, services issue): a fix of a device whose
@@ -421,11 +427,14 @@ pub async fn list_trips(
 #[utoipa::path(get, path = "/api/v1/trips/{id}", tag = "trips", params(("id" = i64, Path)),
     responses((status = 200, body = Trip), (status = 404, body = ErrorBody)))]
 pub async fn read_trip(State(state): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Trip>> {
+    let only = crate::scope::vehicles(&state, &ctx).await?;
     sqlx::query_as(sqlf!(
-        "SELECT {TRIP_COLS} FROM trips t JOIN devices d ON d.id = t.device_id WHERE d.tenant_id = $1 AND t.id = $2"
+        "SELECT {TRIP_COLS} FROM trips t JOIN devices d ON d.id = t.device_id WHERE d.tenant_id = $1 AND t.id = $2 \
+         AND ($3::int8[] IS NULL OR d.vehicle_id = ANY ($3))"
     ))
     .bind(ctx.tenant_id)
     .bind(id)
+    .bind(only)
     .fetch_optional(&state.pool)
     .await?
     .map(Json)
@@ -819,10 +828,29 @@ pub async fn list_scores(
     {
         return Err(ApiError::validation("subject_kind", "driver, vehicle or device"));
     }
+    // Drivers and customers: only their own subjects (crate::scope).
+    let (only_vehicles, only_drivers) = if crate::scope::is_scoped(ctx.role) {
+        (
+            Some(
+                crate::scope::subjects(&state, &ctx, "vehicle")
+                    .await?
+                    .unwrap_or_default(),
+            ),
+            Some(
+                crate::scope::subjects(&state, &ctx, "driver")
+                    .await?
+                    .unwrap_or_default(),
+            ),
+        )
+    } else {
+        (None, None)
+    };
     let rows: Vec<Score> = sqlx::query_as(
         "SELECT subject_kind, subject_id, period, period_start, trip_id, distance_m, duration_s, score, breakdown \
          FROM scores WHERE tenant_id = $1 AND period = $2 AND period_start >= $3 AND period_start < $4 \
            AND ($5::text IS NULL OR subject_kind = $5) AND ($6::int8 IS NULL OR subject_id = $6) \
+           AND ($7::int8[] IS NULL OR (subject_kind = 'vehicle' AND subject_id = ANY ($7)) \
+                OR (subject_kind = 'driver' AND subject_id = ANY ($8))) \
          ORDER BY period_start, subject_kind, subject_id LIMIT 10000",
     )
     .bind(ctx.tenant_id)
@@ -831,6 +859,8 @@ pub async fn list_scores(
     .bind(to)
     .bind(&q.subject_kind)
     .bind(q.subject_id)
+    .bind(only_vehicles)
+    .bind(only_drivers)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(Page {
