@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::resources::{fleet, telemetry};
-use crate::{AppState, auth, ctx, live, reports, users, webhooks};
+use crate::{AppState, auth, ctx, live, reports, scope, users, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -122,6 +122,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(reports::daily))
+        .routes(routes!(scope::link_driver))
+        .routes(routes!(scope::set_owner))
         .routes(routes!(live::ws))
         .routes(routes!(live::sse))
         .routes(routes!(ready))

@@ -166,6 +166,9 @@ pub const TABLE: &[(&str, &str, &[Role])] = &[
     ("DELETE", "/api/v1/webhooks/{id}", MANAGE),
     ("GET", "/api/v1/webhooks/{id}/deliveries", MANAGE),
     ("GET", "/api/v1/reports/daily", OWN),
+    // Links that scope drivers and customers (api/src/scope.rs).
+    ("PUT", "/api/v1/users/{id}/driver", ADMIN),
+    ("PUT", "/api/v1/vehicles/{id}/owner", MANAGE),
 ];
 
 /// Routes that need no credentials.

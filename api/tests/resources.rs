@@ -300,6 +300,8 @@ fn body_for(method: &str, path: &str, own_vehicle: i64) -> Option<Value> {
         ("PATCH", _) if path.ends_with("/tenants/{id}") => Some(json!({"name": "hijacked"})),
         ("PATCH", p) if p.starts_with("/api/v1/webhooks") => Some(json!({"description": "hijacked"})),
         ("PATCH", _) => Some(json!({"name": "hijacked"})),
+        ("PUT", p) if p.ends_with("/driver") => Some(json!({"driver_id": null})),
+        ("PUT", p) if p.ends_with("/owner") => Some(json!({"user_id": null})),
         ("POST", p) if p.ends_with("/commands") => Some(json!({"command": {"type": "engine_stop"}})),
         ("POST", p) if p.ends_with("/assignments") => Some(json!({"vehicle_id": own_vehicle})),
         // Services (issue 9).
