@@ -116,10 +116,13 @@ fn day_start(tz: chrono_tz::Tz, d: NaiveDate) -> DateTime<Utc> {
 }
 
 async fn tenant_tz(state: &AppState, ctx: &Ctx) -> ApiResult<String> {
-    let tz: Option<String> = sqlx::query_scalar("SELECT settings->>'time_zone' FROM tenants WHERE id = $1")
-        .bind(ctx.tenant_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let tz: Option<String> = sqlx::query_scalar(
+        // `timezone` is the operators' older spelling of the same setting.
+        "SELECT coalesce(settings->>'time_zone', settings->>'timezone') FROM tenants WHERE id = $1",
+    )
+    .bind(ctx.tenant_id)
+    .fetch_one(&state.pool)
+    .await?;
     Ok(tz.unwrap_or_else(|| "UTC".into()))
 }
 

@@ -1,7 +1,8 @@
 //! Safety scores into the `scores` table: per finished trip and per day, for the device,
 //! its vehicle and its driver, with the formula and defaults of `analytics::score`
 //! (configurable per tenant in `tenants.settings -> 'score'`). Days run from midnight to
-//! midnight in the tenant's time zone (`tenants.settings -> 'timezone'`, an IANA name
+//! midnight in the tenant's time zone (`tenants.settings -> 'time_zone'`, as the API's
+//! reports read it; `'timezone'` is accepted too; an IANA name
 //! such as `"Europe/Paris"`; UTC when absent or unknown), so a day has 23 or 25 hours
 //! across a DST change; `period_start` is that local midnight.
 //!
@@ -100,7 +101,13 @@ pub async fn write_scores(pool: &PgPool, device: i64, trip_id: i64, t: &TripUpda
 
 /// The tenant's time zone from its settings; UTC (logged) when the name is unknown.
 pub fn tenant_tz(tenant: i64, settings: &serde_json::Value) -> Tz {
-    match settings.get("timezone").and_then(|v| v.as_str()) {
+    // One key for every reader (the API's daily reports use `time_zone`), so a tenant's
+    // score days and report days never disagree; the older spelling still counts.
+    let name = settings
+        .get("time_zone")
+        .or_else(|| settings.get("timezone"))
+        .and_then(|v| v.as_str());
+    match name {
         None => Tz::UTC,
         Some(name) => name.parse::<Tz>().unwrap_or_else(|e| {
             tracing::warn!(tenant, timezone = name, "unknown tenant time zone, days are UTC: {e}");

@@ -354,4 +354,12 @@ fn local_day_across_dst() {
     // Unknown names fall back to UTC.
     let tz = operators::safety::tenant_tz(1, &serde_json::json!({"timezone": "Mars/Olympus"}));
     assert_eq!(tz, chrono_tz::Tz::UTC);
+    // The API's reports read `time_zone`; both spellings give the same days, `time_zone` first.
+    let tz = operators::safety::tenant_tz(1, &serde_json::json!({"time_zone": "Europe/Paris"}));
+    assert_eq!(tz, chrono_tz::Europe::Paris);
+    let tz = operators::safety::tenant_tz(
+        1,
+        &serde_json::json!({"time_zone": "Europe/Paris", "timezone": "America/Santiago"}),
+    );
+    assert_eq!(tz, chrono_tz::Europe::Paris);
 }
