@@ -55,6 +55,18 @@ fn event(kind: EventKind, at_s: f64) -> EventSpec {
     e
 }
 
+/// Drives until the first ignition-off (at most 4000 s); returns the seconds driven.
+fn warm_up(track: &mut Track) -> i64 {
+    let mut warm = 0;
+    loop {
+        track.advance(1.0);
+        warm += 1;
+        if !track.vehicle.state.ignition || warm > 4000 {
+            return warm;
+        }
+    }
+}
+
 fn fences() -> Vec<Geofence> {
     let f = |name: &str, lat, lon, radius_m| Geofence {
         dwell: Dur(std::time::Duration::from_secs(120)),
@@ -134,17 +146,15 @@ async fn detections_match_ground_truth() {
             events,
             geofences: fences(),
         };
-        let mut track = Track::new(&ident, &cfg, start, 1000 + i as u64);
         // The simulated car starts mid-trip (ignition on, no trip_start in the truth):
-        // drive until its first ignition-off, unobserved, and score from there.
-        let mut warm = 0;
-        loop {
-            track.advance(1.0);
-            warm += 1;
-            if !track.vehicle.state.ignition || warm > 4000 {
-                break;
-            }
-        }
+        // drive until its first ignition-off, unobserved, and score from there. The
+        // warm-up's length differs per car, so a first run measures it and the car starts
+        // that much before `start`: every car then reports on one clock, as real devices
+        // do. (With clocks minutes apart, a car behind the others looked silent to the
+        // timers, which closed its episodes whenever they happened to run.)
+        let warm = warm_up(&mut Track::new(&ident, &cfg, start, 1000 + i as u64));
+        let mut track = Track::new(&ident, &cfg, start - Duration::seconds(warm), 1000 + i as u64);
+        assert_eq!(warm_up(&mut track), warm, "the simulator is deterministic per seed");
         let _ = track.take_truth();
         tracks.push((id, track, Vec::<PositionRow>::new()));
     }
