@@ -428,6 +428,10 @@ impl ServiceDueDetector {
                 "plan": st.plan.name,
                 "stage": stage,
                 "occurrence": n.max(1),
+                // Which service cycle this is (the plan's last service and intervals):
+                // the store keeps one event per vehicle, plan, cycle and occurrence, so
+                // a vehicle with two trackers is told once.
+                "cycle": st.cycle,
                 "triggers": triggers,
             });
             out.push(d);

@@ -1,6 +1,7 @@
 //! Writing operator output: events in one batched statement per flush (`UNNEST` of
 //! column arrays, `ON CONFLICT DO NOTHING` on the events' unique key, so a replay after
-//! a restart writes nothing twice), trips upserted by (device, start time).
+//! a restart writes nothing twice), trips upserted by (device, start time). Service-plan
+//! events are per vehicle: written once whichever of its trackers raised them.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -9,8 +10,61 @@ use store::query::TripRow;
 use crate::event::OperatorEvent;
 use crate::trips::TripUpdate;
 
+/// Kinds about the vehicle, not the tracker: a vehicle with two trackers (an OBD dongle
+/// and a GPS unit, say) has each of them run its plans, and must still be told once.
+const VEHICLE_KINDS: [&str; 2] = ["service_due", "service_due_soon"];
+
 /// Inserts events; returns how many were new.
 pub async fn write_events(pool: &PgPool, events: &[OperatorEvent]) -> Result<u64, sqlx::Error> {
+    let (vehicle, device): (Vec<&OperatorEvent>, Vec<&OperatorEvent>) =
+        events.iter().partition(|e| VEHICLE_KINDS.contains(&e.kind.as_str()));
+    let mut n = write_device_events(pool, &device).await?;
+    for e in vehicle {
+        n += write_vehicle_event(pool, e).await?;
+    }
+    Ok(n)
+}
+
+/// One vehicle-level event (rare: a few per vehicle and year), skipped when another
+/// tracker of the same vehicle already wrote the same plan, cycle and occurrence. The
+/// vehicle's advisory lock makes the check and the insert one step, also when two
+/// operator processes handle the two trackers.
+async fn write_vehicle_event(pool: &PgPool, e: &OperatorEvent) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let vehicle: Option<i64> = sqlx::query_scalar("SELECT vehicle_id FROM devices WHERE id = $1")
+        .bind(e.device_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    if let Some(v) = vehicle {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('clutch.vehicle_event', $1))")
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        let told: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events ev JOIN devices d ON d.id = ev.device_id \
+             WHERE d.vehicle_id = $1 AND ev.device_id <> $2 AND ev.kind = $3 \
+               AND ev.attributes -> 'plan_id' = $4 -> 'plan_id' \
+               AND ev.attributes -> 'cycle' IS NOT DISTINCT FROM $4 -> 'cycle' \
+               AND ev.attributes -> 'occurrence' IS NOT DISTINCT FROM $4 -> 'occurrence')",
+        )
+        .bind(v)
+        .bind(e.device_id)
+        .bind(&e.kind)
+        .bind(&e.attributes)
+        .fetch_one(&mut *tx)
+        .await?;
+        if told {
+            tx.commit().await?;
+            return Ok(0);
+        }
+    }
+    let n = write_device_events(&mut *tx, &[e]).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+async fn write_device_events<'c>(db: impl sqlx::PgExecutor<'c>, events: &[&OperatorEvent]) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -52,7 +106,7 @@ pub async fn write_events(pool: &PgPool, events: &[OperatorEvent]) -> Result<u64
     .bind(&mag)
     .bind(&sev)
     .bind(&attrs)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(r.rows_affected())
 }

@@ -363,3 +363,61 @@ fn local_day_across_dst() {
     );
     assert_eq!(tz, chrono_tz::Europe::Paris);
 }
+
+/// A vehicle with two trackers (both report the odometer, one a few seconds behind):
+/// each runs the vehicle's plans, the store keeps one `service_due` per occurrence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trackers_on_one_vehicle_are_told_once() {
+    let env = common::env(BusConfig::default()).await;
+    let pool = env.db.pool.clone();
+    let veh = vehicle(&pool, env.tenant, "truck", None).await;
+    let obd = common::device(&pool, env.tenant, "OBD1").await;
+    let gps = common::device(&pool, env.tenant, "GPS1").await;
+    fit(&pool, obd, veh).await;
+    fit(&pool, gps, veh).await;
+    let oil: i64 = sqlx::query_scalar(
+        "INSERT INTO service_plans (vehicle_id, name, every_km, last_done_km) VALUES ($1, 'oil', 5, 10) RETURNING id",
+    )
+    .bind(veh)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let ops = operators::start(
+        pool.clone(),
+        env.bus.as_ref(),
+        cfg(),
+        ManualClock::new(at(0)),
+        Some(operators::analytics_factory()),
+    )
+    .await
+    .unwrap();
+    // 15 minutes at 50 km/h from 10 km: due at 15 km, overdue at 20 km.
+    let (a, b) = (
+        drive(obd, 0, 900, 0.0, 50.0, Some(true)),
+        drive(gps, 3, 900, 0.0, 50.0, Some(true)),
+    );
+    for (ca, cb) in a.chunks(30).zip(b.chunks(30)) {
+        publish(&env.bus, obd, ca.to_vec()).await;
+        publish(&env.bus, gps, cb.to_vec()).await;
+    }
+    ops.sync().await.unwrap();
+    let all: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT (attributes->>'plan_id')::int8, attributes->>'stage', (attributes->>'occurrence')::int8 \
+         FROM events WHERE device_id IN ($1, $2) AND kind = 'service_due' ORDER BY time",
+    )
+    .bind(obd)
+    .bind(gps)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(all, vec![(oil, "due".into(), 1), (oil, "overdue".into(), 2)]);
+    let soon: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE device_id IN ($1, $2) AND kind = 'service_due_soon'")
+            .bind(obd)
+            .bind(gps)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(soon, 1);
+    ops.stop().await;
+}
