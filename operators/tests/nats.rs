@@ -4,7 +4,8 @@
 //! but never checkpointed comes again and is processed once more from the checkpointed
 //! state (its events absorbed by their unique keys), not lost and not doubled.
 //!
-//! Needs `nats-server` (`apt-get install -y nats-server`, or `CLUTCH_NATS_SERVER`).
+//! Needs `nats-server` (`apt-get install -y nats-server`, or `CLUTCH_NATS_SERVER`). The same
+//! runs on a Fluvio cluster with `--features fluvio` and `CLUTCH_FLUVIO_ENDPOINT=host:port`.
 
 mod common;
 
@@ -24,7 +25,7 @@ fn cfg() -> OperatorsConfig {
     }
 }
 
-async fn publish(bus: &NatsBus<DeviceBatch>, device_id: i64, positions: Vec<store::PositionRow>) {
+async fn publish(bus: &dyn Bus<DeviceBatch>, device_id: i64, positions: Vec<store::PositionRow>) {
     let receipt = bus
         .publish(DeviceBatch {
             device_id,
@@ -62,6 +63,30 @@ async fn operators_resume_from_committed_offsets_on_nats() {
     let bus = NatsBus::<DeviceBatch>::connect(&bus_cfg, "batches")
         .await
         .expect("nats bus");
+    resume_from_committed_offsets(&bus).await;
+}
+
+#[cfg(feature = "fluvio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resume_from_committed_offsets_on_fluvio() {
+    let Some(endpoint) = std::env::var("CLUTCH_FLUVIO_ENDPOINT").ok().filter(|e| !e.is_empty()) else {
+        eprintln!("skipped: set CLUTCH_FLUVIO_ENDPOINT=host:port to run this against a Fluvio cluster");
+        return;
+    };
+    let bus_cfg = BusConfig {
+        fluvio_endpoint: endpoint,
+        // A topic of its own per run.
+        prefix: format!("operators-{}", std::process::id()),
+        partitions: 2,
+        ..BusConfig::default()
+    };
+    let bus = stream::fluvio::FluvioBus::<DeviceBatch>::connect(&bus_cfg, "batches")
+        .await
+        .expect("fluvio bus");
+    resume_from_committed_offsets(&bus).await;
+}
+
+async fn resume_from_committed_offsets(bus: &dyn Bus<DeviceBatch>) {
     assert!(bus.offsets_persist());
     let db = store::testing::test_db().await;
     let pool = db.pool.clone();
@@ -75,18 +100,18 @@ async fn operators_resume_from_committed_offsets_on_nats() {
     let mut rows = drive(dev, 0, 600, 0.0, 50.0, Some(true));
     rows.extend(drive(dev, 600, 180, 50.0 / 3.6 * 600.0, 0.0, Some(false)));
     let batches: Vec<Vec<store::PositionRow>> = rows.chunks(10).map(|c| c.to_vec()).collect();
-    let start = || operators::start(pool.clone(), &bus, cfg(), clock.clone(), None);
+    let start = || operators::start(pool.clone(), bus, cfg(), clock.clone(), None);
 
     // First member: 30 batches, checkpointed (and committed), then 10 more it processes
     // but never checkpoints before it dies.
     let ops = start().await.unwrap();
     for b in &batches[..30] {
-        publish(&bus, dev, b.clone()).await;
+        publish(bus, dev, b.clone()).await;
     }
     until_used(&ops, 300).await;
     ops.checkpoint().await.unwrap();
     for b in &batches[30..40] {
-        publish(&bus, dev, b.clone()).await;
+        publish(bus, dev, b.clone()).await;
     }
     until_used(&ops, 400).await;
     ops.kill().await;
@@ -94,7 +119,7 @@ async fn operators_resume_from_committed_offsets_on_nats() {
     // While no member runs, the rest becomes durable on the broker (the store has no
     // positions at all here: whatever the operators see comes from the bus).
     for b in &batches[40..] {
-        publish(&bus, dev, b.clone()).await;
+        publish(bus, dev, b.clone()).await;
     }
     let ops = start().await.unwrap();
     let s = until_used(&ops, 780 - 300).await;

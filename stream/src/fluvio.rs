@@ -8,13 +8,13 @@
 //! [`PublishReceipt`]. Each (group, partition) is a consumer stream with a server-side
 //! consumer offset (consumer id = the group) under manual offset management.
 //!
-//! Fluvio commits "the last record the stream yielded", not an arbitrary offset. So a
-//! commit takes effect when the group's commits reach the newest batch this
-//! subscription has taken from the partition; the partition task stops taking batches
-//! while `max_uncommitted` are outstanding, so a consumer that commits what it finishes
-//! always gets there. [`Subscription::sync_commits`] flushes what has been reached and
-//! reports an error while commits trail what was delivered (the trailing batches are
-//! delivered again to the next member: at-least-once).
+//! Fluvio commits "the last record the stream yielded", not an arbitrary offset, and the
+//! delivering stream runs ahead of what the consumer has finished. So each partition has
+//! a second stream under the same consumer id, the **committer**, that only trails: to
+//! commit offset `t` it reads (and drops) records up to `t`, then commits and flushes. A
+//! restarted member resumes right after the last committed batch, whatever was delivered
+//! beyond it. The partition task stops taking batches while `max_uncommitted` are
+//! outstanding, which bounds how far the committer can trail.
 //!
 //! Tests: the contract suite in `tests/contract.rs` runs against a cluster when
 //! `CLUTCH_FLUVIO_ENDPOINT` is set; see the crate README for whether it has been.
@@ -251,12 +251,23 @@ where
                     .build()
                     .map_err(|e| backend("consumer config", e))?;
                 let stream = fluvio
-                    .consumer_with_config(config)
+                    .consumer_with_config(config.clone())
                     .await
                     .map_err(|e| backend(&format!("consumer {group} on {topic}/{p}"), e))?;
+                let committer = fluvio
+                    .consumer_with_config(config)
+                    .await
+                    .map_err(|e| backend(&format!("committer {group} on {topic}/{p}"), e))?;
                 let (ctx, crx) = mpsc::unbounded_channel();
                 commits.push(ctx);
-                tokio::spawn(partition_task::<B, _>(stream, p, max_uncommitted, tx.clone(), crx));
+                tokio::spawn(partition_task::<B, _>(
+                    stream,
+                    committer,
+                    p,
+                    max_uncommitted,
+                    tx.clone(),
+                    crx,
+                ));
             }
             Ok(Subscription::from_feed(Feed { rx, commits }))
         })
@@ -273,6 +284,7 @@ where
 
 async fn partition_task<B, S>(
     mut stream: S,
+    mut committer: S,
     partition: u32,
     max_uncommitted: usize,
     tx: mpsc::Sender<Delivery<B>>,
@@ -284,6 +296,8 @@ async fn partition_task<B, S>(
     // Offsets yielded by the stream and not yet committed, oldest first.
     let mut taken: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     let mut target: Option<u64> = None;
+    // The last offset committed (= the last the committer yielded).
+    let mut committed: Option<u64> = None;
     let mut ready: Option<Delivery<B>> = None;
     loop {
         tokio::select! {
@@ -300,22 +314,16 @@ async fn partition_task<B, S>(
                     next = commits.try_recv().ok();
                 }
                 let mut result = Ok(());
-                // Only the newest yielded offset can be committed (see the module docs).
-                if let (Some(t), Some(&last)) = (target, taken.back())
-                    && t >= last
+                if let Some(t) = target
+                    && committed.is_none_or(|c| t > c)
                 {
-                    result = match stream.offset_commit().await {
-                        Ok(()) => stream.offset_flush().await.map_err(|e| backend("offset flush", e)),
-                        Err(e) => Err(backend("offset commit", e)),
-                    };
+                    result = commit_at(&mut committer, partition, t).await;
                     if result.is_ok() {
-                        taken.clear();
+                        committed = Some(t);
+                        while taken.front().is_some_and(|&o| o <= t) {
+                            taken.pop_front();
+                        }
                     }
-                }
-                if result.is_ok() && !taken.is_empty() && target.is_some_and(|t| t >= taken[0]) {
-                    result = Err(BusError::Backend(format!(
-                        "partition {partition}: commits trail the newest delivered batch; they land when they reach it"
-                    )));
                 }
                 for reply in syncs {
                     let _ = reply.send(result.clone());
@@ -345,4 +353,32 @@ async fn partition_task<B, S>(
             },
         }
     }
+}
+
+/// Moves the committer to offset `t` (a batch already delivered, so it is there) and
+/// commits it: Fluvio commits the last record a stream yielded.
+async fn commit_at<S: ConsumerStream + Send>(committer: &mut S, partition: u32, t: u64) -> Result<(), BusError> {
+    let reach = async {
+        loop {
+            match committer.next().await {
+                Some(Ok(r)) if r.offset() as u64 >= t => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(backend("committer", format!("{e:?}"))),
+                None => return Err(BusError::Closed),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reach)
+        .await
+        .map_err(|_| {
+            backend(
+                "committer",
+                format!("partition {partition}: offset {t} not reached in 30 s"),
+            )
+        })??;
+    committer
+        .offset_commit()
+        .await
+        .map_err(|e| backend("offset commit", e))?;
+    committer.offset_flush().await.map_err(|e| backend("offset flush", e))
 }
