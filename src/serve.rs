@@ -175,6 +175,24 @@ async fn serve(config: Config, roles: Roles, demo: bool) -> anyhow::Result<()> {
         }
         let secret = api_config.load_secret().context("API token secret")?;
         let mut api_state = api::AppState::new(pool.clone(), api_config, &secret, Some(bus.clone() as api::DeviceBus));
+        // `/ready`: the bus connection and the MQTT broker, beside the store.
+        let probe_bus = bus.clone();
+        api_state = api_state.with_ready_check(
+            "bus_connection",
+            Arc::new(move || {
+                let r = probe_bus.check();
+                Box::pin(async move { r })
+            }),
+        );
+        if let Some(m) = mqtt.clone() {
+            api_state = api_state.with_ready_check(
+                "mqtt",
+                Arc::new(move || {
+                    let m = m.clone();
+                    Box::pin(async move { m.check().await })
+                }),
+            );
+        }
         // The admin health endpoint reads the recorder and this process's writer.
         api_state = api_state.with_system(api::admin::SystemProbe::new(
             Some(metrics.clone()),

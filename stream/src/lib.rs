@@ -126,6 +126,11 @@ pub trait Bus<B>: Send + Sync + std::fmt::Debug + 'static {
     fn offsets_persist(&self) -> bool;
     /// Batches published and not yet durable.
     fn depth(&self) -> usize;
+    /// For readiness probes: `Err` with the reason while the backend cannot take
+    /// batches (a broker connection down). In-process it is always up.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The partition (shard) of a device on a distributed bus with `partitions` partitions.

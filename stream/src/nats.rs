@@ -298,6 +298,13 @@ where
         })
     }
 
+    fn check(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("NATS connection {other}")),
+        }
+    }
+
     fn offsets_persist(&self) -> bool {
         true
     }

@@ -135,6 +135,7 @@ pub(crate) async fn start(shared: Arc<Shared>, url: &str) -> Result<MqttHandle> 
                     loop_core.message(&topic, payload, Some(p)).await;
                 }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    MqttHandle::set_connected(&loop_core, true);
                     // A clean session forgets subscriptions: renew them after a reconnect.
                     tracing::info!(broker = host, "connected to the external MQTT broker");
                     for f in &filters {
@@ -143,6 +144,7 @@ pub(crate) async fn start(shared: Arc<Shared>, url: &str) -> Result<MqttHandle> 
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    MqttHandle::set_connected(&loop_core, false);
                     tracing::warn!(broker = host, %error, "external MQTT broker connection lost; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return,

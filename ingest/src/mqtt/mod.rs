@@ -58,6 +58,41 @@ impl MqttHandle {
     pub fn messages_stored(&self) -> u64 {
         self.core.stored.load(Ordering::Relaxed)
     }
+
+    /// For `/ready`: the embedded broker accepts a TCP connection on its port; in client
+    /// mode, the connection to the external broker is up.
+    pub async fn check(&self) -> std::result::Result<(), String> {
+        if let Some(addr) = self.addr {
+            // A wildcard bind is reached on loopback.
+            let to = if addr.ip().is_unspecified() {
+                let lo: std::net::IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                SocketAddr::new(lo, addr.port())
+            } else {
+                addr
+            };
+            return match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(to)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("embedded broker on {addr}: {e}")),
+                Err(_) => Err(format!("embedded broker on {addr}: no answer")),
+            };
+        }
+        if self.core.connected.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(format!(
+                "external broker {}: disconnected",
+                self.external.as_deref().unwrap_or("?")
+            ))
+        }
+    }
+
+    pub(crate) fn set_connected(core: &Core, up: bool) {
+        core.connected.store(up, Ordering::Relaxed);
+    }
 }
 
 /// Where the server publishes acks and commands.
@@ -145,6 +180,9 @@ pub(crate) struct Core {
     /// Unregistered ids already logged (logged once each).
     unknown_logged: Mutex<HashSet<String>>,
     stored: AtomicU64,
+    /// Client mode: whether the connection to the external broker is up (embedded mode
+    /// probes its listener instead, see [`MqttHandle::check`]).
+    connected: std::sync::atomic::AtomicBool,
     /// Client mode: a device counts as online this long after its last message.
     online_for: Option<Duration>,
 }
@@ -177,6 +215,7 @@ impl Core {
             queued: Mutex::new(HashSet::new()),
             unknown_logged: Mutex::new(HashSet::new()),
             stored: AtomicU64::new(0),
+            connected: std::sync::atomic::AtomicBool::new(true),
             online_for,
         });
         shared.tracker.spawn(acker(core.clone(), rx));
