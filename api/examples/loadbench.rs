@@ -275,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let r = oha(
         &format!("{base}/positions/latest?vehicle_id={mid}"),
-        &[auth.clone()],
+        std::slice::from_ref(&auth),
         rate,
         secs,
         conns,
@@ -284,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu1 = cpu_seconds();
     let r = oha(
         &format!("{base}/positions/latest?group_id={group}"),
-        &[auth.clone()],
+        std::slice::from_ref(&auth),
         rate,
         secs,
         conns,
