@@ -409,3 +409,56 @@ async fn latest_positions_are_cached_with_etag_gzip_and_read_your_writes() {
     assert!(ids(&r.json, "device_id").is_empty(), "{}", r.text);
     let _ = f.v3;
 }
+
+/// `?vehicle_id=` and `?device_id=` are cut from the cached fleet answer (crate::latest);
+/// they must answer exactly as the database path: fresh after an ack, 404 for another
+/// tenant's ids or a device that is not on the named vehicle, empty for a vehicle without fixes.
+#[tokio::test]
+async fn latest_for_one_vehicle_or_device_comes_from_the_cache_and_stays_correct() {
+    let app = app().await;
+    let (tid, admin) = app.tenant_user("Acme", Role::Admin).await;
+    let f = fleet(&app, &admin, tid).await;
+    let (_, fm) = app.tenant_user("Acme", Role::FleetManager).await;
+    let get = |q: String| {
+        let fm = fm.clone();
+        let app = &app;
+        async move {
+            app.call("GET", &format!("/api/v1/positions/latest?{q}"), Some(&fm), None)
+                .await
+        }
+    };
+    let r = get(format!("vehicle_id={}", f.v1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(ids(&r.json, "device_id"), vec![f.dev1]);
+    assert_eq!(r.json["items"][0]["vehicle_id"], f.v1);
+    assert!(r.headers.contains_key("etag"));
+    let r = get(format!("device_id={}", f.dev2)).await;
+    assert_eq!(ids(&r.json, "device_id"), vec![f.dev2]);
+    let r = get(format!("device_id={}&vehicle_id={}", f.dev2, f.v1)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    app.publish(ingest::DeviceBatch {
+        device_id: f.dev1,
+        positions: vec![pos(f.dev1, 7000, 11.5, 21.5)],
+        events: vec![],
+    })
+    .await;
+    let r = get(format!("vehicle_id={}", f.v1)).await;
+    assert_eq!(r.json["items"][0]["lat"], 11.5, "{}", r.text);
+
+    let r = app
+        .call("POST", "/api/v1/vehicles", Some(&admin), Some(json!({"name": "empty"})))
+        .await;
+    let empty = r.json["id"].as_i64().unwrap();
+    let r = get(format!("vehicle_id={empty}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(ids(&r.json, "device_id").is_empty());
+
+    let (_, other) = app.tenant_user("Other", Role::FleetManager).await;
+    for q in [format!("vehicle_id={}", f.v1), format!("device_id={}", f.dev1)] {
+        let r = app
+            .call("GET", &format!("/api/v1/positions/latest?{q}"), Some(&other), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{q}: {}", r.text);
+    }
+}

@@ -151,7 +151,14 @@ pub async fn latest(
         // The dashboard's poll: served pre-serialised (crate::latest).
         return crate::latest::serve(&state, &ctx, &headers).await;
     }
-    // Scoped roles (drivers, customers) and narrowed queries: their devices only.
+    // One vehicle or device (a dashboard's detail poll): cut from the same cache.
+    if q.group_id.is_none()
+        && !crate::scope::is_scoped(ctx.role)
+        && let Some(r) = crate::latest::serve_one(&state, &ctx, q.vehicle_id, q.device_id).await?
+    {
+        return Ok(r);
+    }
+    // Scoped roles (drivers, customers), groups and ids the cache does not hold: the database.
     let devs = scoped_devices(&state, &ctx, q.device_id, q.vehicle_id, q.group_id).await?;
     let ids: Vec<i64> = devs.iter().map(|d| d.0).collect();
     let vmap: std::collections::HashMap<i64, Option<i64>> = devs.into_iter().collect();
