@@ -97,6 +97,72 @@ async fn history_is_ordered_bounded_and_can_be_downsampled() {
     );
 }
 
+/// Both downsampling plans (an index probe per bin for few bins, one scan for many) give
+/// the first fix of each origin-aligned bin, as computed here from the full history,
+/// with gaps, a range starting mid-bin and the valid-only filter.
+#[tokio::test]
+async fn downsampling_plans_agree_with_first_fix_per_bin() {
+    let db = test_db().await;
+    let w = Writer::spawn(db.pool.clone(), WriterConfig::default());
+    let start = ts("2024-05-01T10:00:00Z");
+    // 40 minutes at 1 Hz, a 25-minute gap, then 30 minutes at 7 s.
+    let mut rows = track(3, start, 2400, 1);
+    rows.extend(track(3, start + TimeDelta::minutes(65), 258, 7));
+    w.submit(rows).await.unwrap().await.unwrap();
+    w.shutdown().await;
+    let from = start + TimeDelta::seconds(37); // not on a bin edge
+    let to = start + TimeDelta::minutes(100);
+
+    for valid_only in [false, true] {
+        let all = query::history(
+            &db.pool,
+            3,
+            from,
+            to,
+            &HistoryOptions {
+                valid_only,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        // 60 s probes 101 bins; 1 ms has 6 million bins, which takes the scan.
+        for step in [
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        ] {
+            let step_us = step.as_micros() as i64;
+            let mut want: Vec<_> = Vec::new();
+            let mut last_bin = None;
+            for p in &all {
+                let bin =
+                    (p.fix_time.timestamp_micros() - ts("2000-01-01T00:00:00Z").timestamp_micros()).div_euclid(step_us);
+                if last_bin != Some(bin) {
+                    want.push(p.fix_time);
+                    last_bin = Some(bin);
+                }
+            }
+            let got = query::history(
+                &db.pool,
+                3,
+                from,
+                to,
+                &HistoryOptions {
+                    downsample: Some(step),
+                    valid_only,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let got: Vec<_> = got.iter().map(|p| p.fix_time).collect();
+            assert_eq!(got, want, "step {step:?}, valid_only {valid_only}");
+            assert!(!got.is_empty());
+        }
+    }
+}
+
 #[tokio::test]
 async fn trips_are_upserted_by_start_and_listed() {
     let db = test_db().await;
