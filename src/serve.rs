@@ -193,6 +193,29 @@ async fn serve(config: Config, roles: Roles, demo: bool) -> anyhow::Result<()> {
                 }),
             );
         }
+        if config.api.reports_precompute_days > 0 {
+            // Settled report days, computed ahead so a year's report never computes on
+            // request; the first run backfills, later ones add about a day per tenant.
+            let (pool, stop, days) = (pool.clone(), stop.clone(), config.api.reports_precompute_days);
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = every.tick() => {}
+                    }
+                    // A shutdown mid-backfill drops the open transaction (rolled back).
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        r = api::reports::precompute_settled(&pool, days) => match r {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(days = n, "daily report days computed ahead"),
+                            Err(e) => tracing::warn!("daily report precompute: {e:?}"),
+                        },
+                    }
+                }
+            });
+        }
         // The admin health endpoint reads the recorder and this process's writer.
         api_state = api_state.with_system(api::admin::SystemProbe::new(
             Some(metrics.clone()),

@@ -68,6 +68,9 @@ pub struct ApiConfig {
     /// How long the serialised whole-fleet latest positions may be reused after the bus
     /// reported a new fix (0: rebuilt as soon as a fix arrived; see `latest.rs`).
     pub latest_cache_ms: u64,
+    /// `clutch serve` computes the daily report of each settled day of this many past
+    /// days ahead of requests, hourly (0: only on request; see `reports.rs`).
+    pub reports_precompute_days: i64,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             gateway_webhook_secrets: Vec::new(),
             webhooks: webhooks::WebhookConfig::default(),
             latest_cache_ms: 0,
+            reports_precompute_days: 400,
         }
     }
 }
@@ -111,6 +115,7 @@ impl std::fmt::Debug for ApiConfig {
             )
             .field("webhooks", &self.webhooks)
             .field("latest_cache_ms", &self.latest_cache_ms)
+            .field("reports_precompute_days", &self.reports_precompute_days)
             .finish()
     }
 }

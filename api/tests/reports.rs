@@ -296,3 +296,117 @@ async fn a_year_of_200_vehicles_answers_in_under_a_second() {
         assert!(took.as_millis() < bound_ms, "{format}: {took:?}");
     }
 }
+
+/// The job `clutch serve` runs hourly: each settled day of each tenant with devices, in
+/// the tenant's zone, computed once; unsettled days are left to requests; a request for a
+/// precomputed day computes nothing.
+#[tokio::test]
+async fn settled_days_are_computed_ahead_once_in_the_tenants_zone() {
+    let app = app().await;
+    let (tid, tok) = app.tenant_user("Ahead", Role::Admin).await;
+    let (idle_tid, _) = app.tenant_user("NoDevices", Role::Admin).await;
+    sqlx::query("UPDATE tenants SET settings = '{\"time_zone\": \"Asia/Tokyo\"}' WHERE id = $1")
+        .bind(tid)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let v = app
+        .call("POST", "/api/v1/vehicles", Some(&tok), Some(json!({"name": "Van"})))
+        .await
+        .json["id"]
+        .as_i64()
+        .unwrap();
+    let dev = app
+        .call(
+            "POST",
+            "/api/v1/devices",
+            Some(&tok),
+            Some(json!({"identifier": "356307042441099", "protocol": "teltonika", "vehicle_id": v})),
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .unwrap();
+    let tokyo: chrono_tz::Tz = "Asia/Tokyo".parse().unwrap();
+    let today = Utc::now().with_timezone(&tokyo).date_naive();
+    // A trip at local noon ten days ago (settled) and one at noon yesterday (not yet).
+    for back in [10, 1] {
+        let day = today - chrono::Duration::days(back);
+        let start = day
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_local_timezone(tokyo)
+            .unwrap()
+            .with_timezone(&Utc);
+        let trip = store::query::TripRow {
+            device_id: dev,
+            start_time: start,
+            end_time: Some(start + chrono::Duration::minutes(40)),
+            start_lat: None,
+            start_lon: None,
+            end_lat: None,
+            end_lon: None,
+            distance_m: Some(12_000.0),
+            max_speed_kmh: None,
+            avg_speed_kmh: None,
+            fuel_used_l: Some(1.0),
+            driver_id: None,
+            attributes: json!({"duration_s": 2400.0, "idle_s": 0.0}),
+        };
+        store::query::upsert_trip(app.pool(), &trip).await.unwrap();
+    }
+
+    let n = api::reports::precompute_settled(app.pool(), 30).await.unwrap();
+    // Days today-30 ..= today-2 in Tokyo.
+    assert_eq!(n, 29);
+    let days: Vec<(chrono::NaiveDate, String)> =
+        sqlx::query_as("SELECT day, tz FROM report_days WHERE tenant_id = $1 ORDER BY day")
+            .bind(tid)
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(days.len(), 29);
+    assert!(days.iter().all(|(_, tz)| tz == "Asia/Tokyo"));
+    assert_eq!(days.first().unwrap().0, today - chrono::Duration::days(30));
+    assert_eq!(days.last().unwrap().0, today - chrono::Duration::days(2));
+    let trips: Vec<(chrono::NaiveDate, i32)> =
+        sqlx::query_as("SELECT day, trips FROM report_daily WHERE tenant_id = $1 AND subject_kind = 'vehicle'")
+            .bind(tid)
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(trips, vec![(today - chrono::Duration::days(10), 1)]);
+    let idle: i64 = sqlx::query_scalar("SELECT count(*) FROM report_days WHERE tenant_id = $1")
+        .bind(idle_tid)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(idle, 0, "a tenant without devices has nothing to compute");
+
+    // Settled days are not computed again, by the job or by a request.
+    assert_eq!(api::reports::precompute_settled(app.pool(), 30).await.unwrap(), 0);
+    let stamp = || async {
+        sqlx::query_scalar::<_, DateTime<Utc>>(
+            "SELECT max(computed_at) FROM report_days WHERE tenant_id = $1 AND day < $2",
+        )
+        .bind(tid)
+        .bind(today - chrono::Duration::days(1))
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    let before = stamp().await;
+    let from = today - chrono::Duration::days(30);
+    let to = today - chrono::Duration::days(2);
+    let r = app
+        .call(
+            "GET",
+            &format!("/api/v1/reports/daily?from={from}&to={to}"),
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(stamp().await, before);
+}
