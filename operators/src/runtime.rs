@@ -62,6 +62,10 @@ use crate::event::OperatorEvent;
 use crate::fences::FenceSet;
 use crate::sink;
 
+/// Deliveries handled per scheduler turn when a burst is queued (about a millisecond of
+/// work for one-fix batches), before timers, flushes and commands get their look in.
+const DRAIN_PER_TURN: usize = 512;
+
 /// Where "now" comes from for timers.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> DateTime<Utc>;
@@ -437,23 +441,35 @@ impl Runtime {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                r = sub.recv(), if bus_open => match r {
-                    Ok(d) => {
-                        self.stats.deliveries += 1;
-                        self.last_offset = d.offset.seq;
-                        self.deliver(&d.batch).await;
-                        if self.durable {
-                            self.uncommitted.insert(d.offset.shard, d.offset.seq);
-                            self.since_commit += 1;
+                r = sub.recv(), if bus_open => {
+                    // What is already queued is taken in the same turn (see
+                    // `Subscription::try_recv`), up to a bound so timers still run.
+                    let mut next = Some(r);
+                    let mut taken = 0;
+                    while let Some(r) = next.take() {
+                        match r {
+                            Ok(d) => {
+                                self.stats.deliveries += 1;
+                                self.last_offset = d.offset.seq;
+                                self.deliver(&d.batch).await;
+                                if self.durable {
+                                    self.uncommitted.insert(d.offset.shard, d.offset.seq);
+                                    self.since_commit += 1;
+                                }
+                            }
+                            Err(RecvError::Lagged(n)) => {
+                                tracing::warn!(missed = n, "operators lagged behind the bus; catching up from the store");
+                                self.stats.lagged_batches += n;
+                                self.catch_up().await;
+                            }
+                            Err(RecvError::Closed) => bus_open = false,
+                        }
+                        taken += 1;
+                        if bus_open && taken < DRAIN_PER_TURN {
+                            next = sub.try_recv();
                         }
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "operators lagged behind the bus; catching up from the store");
-                        self.stats.lagged_batches += n;
-                        self.catch_up().await;
-                    }
-                    Err(RecvError::Closed) => bus_open = false,
-                },
+                }
                 Some(cmd) = cmds.recv() => self.command(cmd, &mut sub).await,
                 Some(()) = fences.recv() => {
                     self.reload().await;
@@ -565,6 +581,11 @@ impl Runtime {
     }
 
     /// Replays from the store what the cursors have not seen (see the module docs).
+    ///
+    /// Every lagging device is read in the same statement, a page each per round trip:
+    /// a tap that fell behind under a burst must catch up faster than the bus fills its
+    /// buffer again, and a query per device (hundreds of round trips on a busy database)
+    /// did not, so one-fix-per-frame fleets spiralled from catch-up to catch-up.
     async fn catch_up(&mut self) {
         self.stats.catch_ups += 1;
         let latest: Vec<(i64, DateTime<Utc>)> =
@@ -579,51 +600,76 @@ impl Runtime {
                 }
             };
         let window = chrono::Duration::seconds(self.cfg.max_catch_up_s.min(i64::MAX as u64 / 2) as i64);
-        const PAGE: i64 = 5000;
+        // (device, read from, `from` itself included, up to)
+        let mut todo: Vec<(i64, DateTime<Utc>, bool, DateTime<Utc>)> = Vec::new();
+        let mut unknown = 0usize;
         for (device, last) in latest {
             let cursor = self.engine.cursor(device);
             if cursor.is_some_and(|c| last <= c) {
                 continue;
             }
             if !self.engine.knows_device(device) {
-                self.lookup_device(device).await;
+                unknown += 1;
             }
             let floor = last - window;
-            let mut from = cursor.map_or(floor, |c| c.max(floor));
-            let mut inclusive = cursor.is_none_or(|c| c < floor);
-            loop {
-                let op = if inclusive { ">=" } else { ">" };
-                let sql = format!(
-                    "SELECT {} FROM positions WHERE device_id = $1 AND fix_time {op} $2 AND fix_time <= $3 \
-                     ORDER BY fix_time LIMIT $4",
-                    store::copy::POSITION_COLUMNS
-                );
-                let rows: Vec<store::PositionRow> = match sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(device)
-                    .bind(from)
-                    .bind(last)
-                    .bind(PAGE)
-                    .fetch_all(&self.pool)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(device, error = %e, "catch-up read failed");
-                        break;
-                    }
-                };
-                let n = rows.len();
-                if let Some(r) = rows.last() {
-                    from = r.fix_time;
+            let from = cursor.map_or(floor, |c| c.max(floor));
+            let inclusive = cursor.is_none_or(|c| c < floor);
+            todo.push((device, from, inclusive, last));
+        }
+        if unknown > 0 {
+            // One registry read for all of them rather than a lookup each.
+            if let Err(e) = load_device_info(&self.pool, &mut self.engine).await {
+                tracing::warn!(error = %e, "device reload failed");
+            }
+        }
+        // About this many rows per round trip, shared by the devices still behind.
+        const ROWS_PER_READ: usize = 20_000;
+        let sql = format!(
+            "SELECT p.* FROM unnest($1::int8[], $2::timestamptz[], $3::bool[], $4::timestamptz[]) \
+               WITH ORDINALITY AS c(device_id, from_t, incl, last_t, ord) \
+             CROSS JOIN LATERAL (SELECT {} FROM positions q WHERE q.device_id = c.device_id \
+               AND q.fix_time >= c.from_t AND (c.incl OR q.fix_time > c.from_t) AND q.fix_time <= c.last_t \
+               ORDER BY q.fix_time LIMIT $5) p \
+             ORDER BY c.ord, p.fix_time",
+            store::copy::POSITION_COLUMNS
+        );
+        let mut todo = std::collections::VecDeque::from(todo);
+        while !todo.is_empty() {
+            // A page of at least 100 rows each; with more devices behind than that
+            // allows, the rest wait for the next round trip.
+            let per_device = (ROWS_PER_READ / todo.len()).clamp(100, 5000);
+            let take = (ROWS_PER_READ / per_device).clamp(1, todo.len());
+            let round: Vec<_> = todo.drain(..take).collect();
+            let rows: Vec<store::PositionRow> = match sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(round.iter().map(|t| t.0).collect::<Vec<_>>())
+                .bind(round.iter().map(|t| t.1).collect::<Vec<_>>())
+                .bind(round.iter().map(|t| t.2).collect::<Vec<_>>())
+                .bind(round.iter().map(|t| t.3).collect::<Vec<_>>())
+                .bind(per_device as i64)
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up read failed");
+                    return;
                 }
-                inclusive = false;
-                self.stats.caught_up_fixes += n as u64;
-                self.engine.process(device, &rows);
+            };
+            self.stats.caught_up_fixes += rows.len() as u64;
+            // Rows come grouped by device in `round` order.
+            let mut i = 0;
+            for (device, _, _, last) in &round {
+                let j = i + rows[i..].iter().take_while(|r| r.device_id == *device).count();
+                let mine = &rows[i..j];
+                i = j;
+                self.engine.process(*device, mine);
+                if mine.len() == per_device
+                    && let Some(r) = mine.last()
+                {
+                    todo.push_back((*device, r.fix_time, false, *last));
+                }
                 if self.engine.pending_events() >= self.cfg.flush_max_events {
                     self.flush().await;
-                }
-                if (n as i64) < PAGE {
-                    break;
                 }
             }
         }

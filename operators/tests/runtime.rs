@@ -118,6 +118,49 @@ async fn a_lagging_subscriber_catches_up_from_the_store() {
     ops.stop().await;
 }
 
+/// The catch-up reads many devices per statement, in pages: three devices two hours
+/// behind (7 200 fixes each, more than a page) and 250 a few minutes behind (more devices
+/// than one statement takes) are all replayed in order, each fix exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_replays_many_devices_in_pages_and_in_order() {
+    let env = common::env(BusConfig::default()).await;
+    let pool = env.db.pool.clone();
+    let mut long = Vec::new();
+    for i in 0..3 {
+        let dev = common::device(&pool, env.tenant, &format!("LONG{i}")).await;
+        let mut rows = drive(dev, 0, 7000, 0.0, 50.0, Some(true));
+        rows.extend(drive(dev, 7000, 200, 50.0 / 3.6 * 7000.0, 0.0, Some(false)));
+        for chunk in rows.chunks(600) {
+            publish(&env.bus, dev, chunk.to_vec()).await;
+        }
+        long.push(dev);
+    }
+    for i in 0..250 {
+        let dev = common::device(&pool, env.tenant, &format!("SHORT{i}")).await;
+        publish(&env.bus, dev, drive(dev, 0, 150, 0.0, 30.0, Some(true))).await;
+    }
+    // Started after the data: everything comes from the store.
+    let ops = operators::start(pool.clone(), env.bus.as_ref(), cfg(), ManualClock::new(at(7200)), None)
+        .await
+        .unwrap();
+    let stats = ops.sync().await.unwrap();
+    let total = 3 * 7200 + 250 * 150;
+    assert_eq!(stats.caught_up_fixes, total, "{stats:?}");
+    assert_eq!(stats.engine.used, total, "every fix once and in order: {stats:?}");
+    assert_eq!(stats.engine.stale, 0, "{stats:?}");
+    for dev in long {
+        let ev = events(&pool, dev).await;
+        let starts: Vec<_> = ev.iter().filter(|(k, _)| k == "trip_start").collect();
+        assert_eq!(starts, vec![&("trip_start".to_string(), at(0))], "{ev:?}");
+        assert!(ev.contains(&("trip_end".to_string(), at(7000))), "{ev:?}");
+        let trips = store::query::trips(&pool, dev, at(-10), at(7300)).await.unwrap();
+        assert_eq!(trips.len(), 1, "{trips:?}");
+        let d = trips[0].distance_m.unwrap();
+        assert!((d - 50.0 / 3.6 * 6999.0).abs() < 100.0, "distance {d}");
+    }
+    ops.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_reload_on_change_and_events_are_published() {
     let env = common::env(BusConfig::default()).await;

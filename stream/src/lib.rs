@@ -239,6 +239,26 @@ impl<B> Subscription<B> {
         }
     }
 
+    /// The next delivery if one is already queued, without waiting (`None`: none is).
+    /// A consumer drains a burst with it: each `recv().await` in a busy process can put
+    /// the consumer at the back of the scheduler's queue, behind every socket task, and a
+    /// tap of one-fix batches then falls behind the bus for want of turns, not of CPU.
+    pub fn try_recv(&mut self) -> Option<Result<Delivery<B>, RecvError>> {
+        match &mut self.source {
+            Source::Tap(rx) => match rx.try_recv() {
+                Ok(d) => Some(Ok(d)),
+                Err(broadcast::error::TryRecvError::Empty) => None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(broadcast::error::TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+            },
+            Source::Feed(f) => match f.rx.try_recv() {
+                Ok(d) => Some(Ok(d)),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(RecvError::Closed)),
+            },
+        }
+    }
+
     /// Deliveries already queued for this subscriber and not yet received. A consumer
     /// uses it to tell "behind the bus" from "the bus is quiet" without a wall clock.
     pub fn pending(&self) -> usize {
