@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p ingest --example load -- [seconds] [SCENARIO…]
-//!     SCENARIO = protocol:records_per_frame:devices:window[:max_delay_ms[:workers]]
-//!     e.g. gt06:1:200:4  teltonika:20:200:2  gt06:1:200:4:50:2
+//!     SCENARIO = protocol[+ops]:records_per_frame:devices:window[:max_delay_ms[:workers]]
+//!     e.g. gt06:1:200:4  teltonika:20:200:2  gt06:1:200:4:50:2  teltonika+ops:20:200:2
 //! cargo run --release -p ingest --example load -- idle [connections]
 //! ```
 //!
@@ -13,7 +13,9 @@
 //! is reported apart for the server, the generator and PostgreSQL (all its processes).
 //! `window` is how many frames a device has in flight before it waits for an ack.
 //! `max_delay_ms`/`workers` override the store writer's settings (`clutch serve`'s
-//! otherwise), to compare settings in one run.
+//! otherwise), to compare settings in one run. `+ops` runs the stream operators on the
+//! bus as `clutch serve` does (all of them, with the analytics detectors), writing their
+//! events and checkpoints to the same database: the cost of operators on ingest.
 //!
 //! After each scenario the stored rows are copied out (untimed) and written back under
 //! other device ids with binary `COPY`, ≤ 10 000 rows per transaction (the writer's group
@@ -114,6 +116,7 @@ const SERVE_MAX_DELAY_MS: u64 = 0;
 #[derive(Debug, Clone)]
 struct Scenario {
     protocol: Protocol,
+    operators: bool,
     records: usize,
     devices: usize,
     window: usize,
@@ -126,11 +129,16 @@ impl std::str::FromStr for Scenario {
     fn from_str(s: &str) -> Result<Self> {
         let p: Vec<&str> = s.split(':').collect();
         if p.len() < 4 {
-            bail!("scenario {s:?}: want protocol:records:devices:window[:max_delay_ms[:workers]]");
+            bail!("scenario {s:?}: want protocol[+ops]:records:devices:window[:max_delay_ms[:workers]]");
         }
-        let protocol: Protocol = p[0].parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (name, operators) = match p[0].strip_suffix("+ops") {
+            Some(n) => (n, true),
+            None => (p[0], false),
+        };
+        let protocol: Protocol = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Scenario {
             protocol,
+            operators,
             records: p[1].parse()?,
             devices: p[2].parse()?,
             window: p[3].parse()?,
@@ -144,8 +152,12 @@ impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} × {} rec/frame, {} devices × {} in flight",
-            self.protocol, self.records, self.devices, self.window
+            "{}{} × {} rec/frame, {} devices × {} in flight",
+            self.protocol,
+            if self.operators { " with operators" } else { "" },
+            self.records,
+            self.devices,
+            self.window
         )?;
         let d = WriterConfig::default();
         write!(
@@ -210,6 +222,20 @@ async fn run_scenario(cluster: &TestCluster, sc: &Scenario, seconds: u64) -> Res
         &BusConfig::default(),
         std::sync::Arc::new(StoreSink::new(writer.clone())),
     ));
+    let operators = if sc.operators {
+        Some(
+            operators::start(
+                db.pool.clone(),
+                bus.as_ref(),
+                operators::OperatorsConfig::default(),
+                std::sync::Arc::new(operators::SystemClock),
+                Some(operators::analytics_factory()),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let config = IngestConfig {
         unknown_devices: UnknownDevices::Register,
         ..IngestConfig::default()
@@ -259,6 +285,25 @@ async fn run_scenario(cluster: &TestCluster, sc: &Scenario, seconds: u64) -> Res
     let pg_cpu = s1.postgres - s0.postgres;
     let ws = writer.stats();
     ingest.shutdown().await;
+    let mut ops_line = None;
+    if let Some(ops) = operators {
+        // A live tap that falls behind is told how many batches it missed and reads them
+        // back from the store (catch-up); fixes seen twice that way are dropped as stale.
+        if let Some(s) = ops.sync().await {
+            ops_line = Some(format!(
+                "operators: {} fixes in ({} used, {} stale), {} batches missed by the live tap \
+                 and {} fixes read back in {} catch-ups, {} events written",
+                s.engine.fixes,
+                s.engine.used,
+                s.engine.stale,
+                s.lagged_batches,
+                s.caught_up_fixes,
+                s.catch_ups,
+                s.events_written
+            ));
+        }
+        ops.stop().await;
+    }
     writer.shutdown().await;
 
     let (copied, copy) = raw_copy(&db.pool, postmaster).await?;
@@ -304,6 +349,9 @@ async fn run_scenario(cluster: &TestCluster, sc: &Scenario, seconds: u64) -> Res
         rate / copy_rate,
         per_cpu_ingest / per_cpu_copy
     );
+    if let Some(l) = ops_line {
+        println!("{l}");
+    }
     Ok(())
 }
 

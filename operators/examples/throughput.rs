@@ -3,8 +3,11 @@
 //! firmware-sim readings, timed in thread CPU time so machine load does not inflate it.
 //!
 //! ```sh
-//! cargo run --release -p operators --example throughput -- [devices] [seconds]
+//! cargo run --release -p operators --example throughput -- [devices] [seconds] [per_batch] [analytics]
 //! ```
+//!
+//! `per_batch` readings per bus batch (default 10; 1 is a GT06-style tracker), and
+//! `analytics` plugs the detectors `clutch serve` runs (fuel, DTCs, battery, service plans).
 
 use std::sync::Arc;
 
@@ -26,9 +29,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let devices: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200);
     let seconds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1800);
+    let per_batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10).max(1);
+    let analytics = args.get(4).is_some_and(|s| s == "analytics");
     let start: DateTime<Utc> = "2026-03-02T07:00:00Z".parse().expect("time");
 
-    // Readings generated first (not timed): one a second per device, 10 per batch.
+    // Readings generated first (not timed): one a second per device, `per_batch` per batch.
     let cfg = TrackConfig {
         vehicle: VehicleConfig {
             ignition_cycles: true,
@@ -42,12 +47,12 @@ fn main() {
     let mut batches: Vec<(i64, Vec<PositionRow>)> = Vec::new();
     for d in 0..devices {
         let mut track = Track::new(&format!("dev{d}"), &cfg, start, d as u64);
-        let mut buf = Vec::with_capacity(10);
+        let mut buf = Vec::with_capacity(per_batch);
         for _ in 0..seconds {
             track.advance(1.0);
             let p = track.read();
             buf.push(PositionRow::from_position(d as i64, &p, p.time));
-            if buf.len() == 10 {
+            if buf.len() == per_batch {
                 batches.push((d as i64, std::mem::take(&mut buf)));
             }
         }
@@ -70,6 +75,9 @@ fn main() {
     });
     let mut engine = Engine::new(Arc::new(operators::OperatorsConfig::default()));
     engine.set_fences(Arc::new(FenceSet::build(rows)));
+    if analytics {
+        engine.set_detectors(operators::analytics_factory());
+    }
     for d in 0..devices {
         engine.set_device_info(
             d as i64,
@@ -94,7 +102,8 @@ fn main() {
     }
     let cpu = cpu_s() - t0;
     println!(
-        "{total} positions, {devices} devices, {events} events: {:.3} s CPU, {:.0} positions/s on one core",
+        "{total} positions in batches of {per_batch}, {devices} devices, analytics {analytics}, {events} events: \
+         {:.3} s CPU, {:.0} positions/s on one core",
         cpu,
         total as f64 / cpu
     );
