@@ -422,7 +422,8 @@ async fn year_report(pool: &sqlx::PgPool, base: &str) -> anyhow::Result<()> {
     // What `clutch serve` does hourly: settled days computed ahead, in the tenant's zone
     // (UTC here), back to the seeded year.
     let t = Instant::now();
-    let back = (chrono::Utc::now().date_naive() - chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date")).num_days();
+    let back =
+        (chrono::Utc::now().date_naive() - chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date")).num_days();
     let n = api::reports::precompute_settled(pool, back)
         .await
         .map_err(|e| anyhow::anyhow!("precompute: {e:?}"))?;
@@ -432,7 +433,10 @@ async fn year_report(pool: &sqlx::PgPool, base: &str) -> anyhow::Result<()> {
     );
     let url = format!("{base}/reports/daily?from=2025-01-01&to=2025-12-31");
     for (label, extra) in [
-        ("cold in a zone the job does not cover (computes 365 days)", "&tz=Europe/Berlin"),
+        (
+            "cold in a zone the job does not cover (computes 365 days)",
+            "&tz=Europe/Berlin",
+        ),
         ("first request after the job", "&tz=UTC"),
         ("warm (settled days)", "&tz=UTC"),
         ("warm", "&tz=UTC"),
