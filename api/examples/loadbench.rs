@@ -330,10 +330,11 @@ async fn main() -> anyhow::Result<()> {
     );
     for (name, q, r) in [
         ("history 1 day, downsample 60 s, JSON", "&downsample_s=60", 100),
+        ("history 1 day, downsample 60 s, JSON", "&downsample_s=60", 400),
         (
             "history 1 day, downsample 60 s, GeoJSON",
             "&downsample_s=60&format=geojson",
-            100,
+            400,
         ),
         ("history 1 day, full 86 400 fixes, JSON, gzip", "", 2),
         ("history 1 day, full 86 400 fixes, CSV", "&format=csv", 2),

@@ -244,6 +244,26 @@ async fn api_keys_are_scoped_hashed_and_shown_once() {
         app.call("GET", "/api/v1/devices", Some(&key), None).await.status,
         StatusCode::OK
     );
+    // last_used_at: set on use, then written at most once a minute.
+    let last_used = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_used_at FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    let first = last_used().await.expect("set on first use");
+    app.call("GET", "/api/v1/devices", Some(&key), None).await;
+    assert_eq!(last_used().await, Some(first), "not rewritten within the minute");
+    sqlx::query("UPDATE api_keys SET last_used_at = now() - interval '2 minutes' WHERE id = $1")
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    app.call("GET", "/api/v1/devices", Some(&key), None).await;
+    assert!(last_used().await.unwrap() >= first, "moved on after a minute");
     let w = app
         .call("POST", "/api/v1/vehicles", Some(&key), Some(json!({"name": "van"})))
         .await;
