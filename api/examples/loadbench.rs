@@ -2,7 +2,7 @@
 //! minutes and a release build. Run it with
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-h nice cargo run --release -p api --example loadbench
+//! cargo run --release -p api --example loadbench
 //! ```
 //!
 //! It starts a throwaway PostgreSQL cluster (`store::testing`), serves the real router with

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p ingest --example load -- [seconds] [SCENARIO…]
-//!     SCENARIO = protocol[+ops]:records_per_frame:devices:window[:max_delay_ms[:workers]]
+//!     SCENARIO = protocol[+ops]:records_per_frame:devices:pace[:max_delay_ms[:workers]]
+//!     pace = N (N frames in flight per device, closed loop) or @MS (a frame every MS ms, open loop)
 //!     e.g. gt06:1:200:4  teltonika:20:200:2  gt06:1:200:4:50:2  teltonika+ops:20:200:2
 //! cargo run --release -p ingest --example load -- idle [connections]
 //! ```
@@ -11,7 +12,8 @@
 //! Every scenario gets a fresh database, a fresh server (ingest + in-process bus + store
 //! writer, in this process) and a fresh device generator in a **child process**, so CPU
 //! is reported apart for the server, the generator and PostgreSQL (all its processes).
-//! `window` is how many frames a device has in flight before it waits for an ack.
+//! A numeric pace is how many frames a device has in flight before it waits for an ack
+//! (the server's ceiling); `@MS` sends on a schedule instead (latency at a given load).
 //! `max_delay_ms`/`workers` override the store writer's settings (`clutch serve`'s
 //! otherwise), to compare settings in one run. `+ops` runs the stream operators on the
 //! bus as `clutch serve` does (all of them, with the analytics detectors), writing their
@@ -119,7 +121,7 @@ struct Scenario {
     operators: bool,
     records: usize,
     devices: usize,
-    window: usize,
+    pace: Pace,
     max_delay_ms: Option<u64>,
     workers: Option<usize>,
 }
@@ -129,7 +131,7 @@ impl std::str::FromStr for Scenario {
     fn from_str(s: &str) -> Result<Self> {
         let p: Vec<&str> = s.split(':').collect();
         if p.len() < 4 {
-            bail!("scenario {s:?}: want protocol[+ops]:records:devices:window[:max_delay_ms[:workers]]");
+            bail!("scenario {s:?}: want protocol[+ops]:records:devices:pace[:max_delay_ms[:workers]]");
         }
         let (name, operators) = match p[0].strip_suffix("+ops") {
             Some(n) => (n, true),
@@ -141,10 +143,44 @@ impl std::str::FromStr for Scenario {
             operators,
             records: p[1].parse()?,
             devices: p[2].parse()?,
-            window: p[3].parse()?,
+            pace: p[3].parse()?,
             max_delay_ms: p.get(4).map(|v| v.parse()).transpose()?,
             workers: p.get(5).map(|v| v.parse()).transpose()?,
         })
+    }
+}
+
+/// How devices send: a closed loop (`window` frames in flight, the next when one is
+/// acked: saturates the server, so ack latency is in-flight ÷ throughput by Little's law)
+/// or open loop (`@MS`: one frame every MS milliseconds per device whatever the acks, as
+/// real trackers report; latency is timed from the scheduled send, so a stall is charged
+/// to every frame that should have gone out during it).
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Window(usize),
+    Every(Duration),
+}
+
+impl std::str::FromStr for Pace {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.strip_prefix('@') {
+            Some(ms) => {
+                let ms: u64 = ms.parse()?;
+                anyhow::ensure!(ms > 0, "pace @{ms}: the interval must be at least 1 ms");
+                Ok(Pace::Every(Duration::from_millis(ms)))
+            }
+            None => Ok(Pace::Window(s.parse::<usize>()?.max(1))),
+        }
+    }
+}
+
+impl std::fmt::Display for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pace::Window(n) => write!(f, "{n} frames in flight each"),
+            Pace::Every(d) => write!(f, "a frame every {} ms each (open loop)", d.as_millis()),
+        }
     }
 }
 
@@ -152,12 +188,12 @@ impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}{} × {} rec/frame, {} devices × {} in flight",
+            "{}{} × {} rec/frame, {} devices, {}",
             self.protocol,
             if self.operators { " with operators" } else { "" },
             self.records,
             self.devices,
-            self.window
+            self.pace
         )?;
         let d = WriterConfig::default();
         write!(
@@ -252,7 +288,10 @@ async fn run_scenario(cluster: &TestCluster, sc: &Scenario, seconds: u64) -> Res
             sc.protocol.name().to_string(),
             sc.records.to_string(),
             sc.devices.to_string(),
-            sc.window.to_string(),
+            match sc.pace {
+                Pace::Window(n) => n.to_string(),
+                Pace::Every(d) => format!("@{}", d.as_millis()),
+            },
             seconds.to_string(),
         ])
         .stdout(std::process::Stdio::piped())
@@ -522,12 +561,69 @@ async fn drive(mut d: Device, records: usize, window: usize, until: Instant) -> 
     Ok((i, lat))
 }
 
+/// One device in open loop: a frame every `every` from `start` until `until`, each timed
+/// from its scheduled send to its ack; then waits (at most 10 s) for the last acks.
+async fn drive_paced(
+    mut d: Device,
+    records: usize,
+    every: Duration,
+    start: Instant,
+    until: Instant,
+) -> Result<(u64, Vec<Duration>)> {
+    let mut sent: VecDeque<Instant> = VecDeque::new();
+    let mut i = 0u64;
+    let mut lat = Vec::new();
+    let mut buf = vec![0u8; d.ack * 64];
+    let mut have = 0usize;
+    let mut next = start;
+    let drain_until = until + Duration::from_secs(10);
+    loop {
+        let now = Instant::now();
+        if now >= until && sent.is_empty() {
+            break;
+        }
+        anyhow::ensure!(now < drain_until, "{} frames never acked", sent.len());
+        if now >= next && now < until {
+            // Behind schedule (a stalled write): every frame due goes out now, each
+            // timed from when it was due.
+            let mut out = Vec::new();
+            while next <= now && next < until {
+                out.extend_from_slice(&d.enc.encode(&fix(&d.imei, i, records))?);
+                i += 1;
+                sent.push_back(next);
+                next += every;
+            }
+            d.wr.write_all(&out).await?;
+            continue;
+        }
+        let wake = if now < until { next.min(until) } else { drain_until };
+        tokio::select! {
+            r = d.rd.read(&mut buf[have..]) => {
+                let n = r?;
+                if n == 0 {
+                    bail!("server closed the connection");
+                }
+                have += n;
+                let acks = have / d.ack;
+                for _ in 0..acks {
+                    let t = sent.pop_front().context("more acks than frames")?;
+                    lat.push(t.elapsed());
+                }
+                buf.copy_within(acks * d.ack..have, 0);
+                have -= acks * d.ack;
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
+    Ok((i, lat))
+}
+
 async fn client(args: &[String]) -> Result<()> {
     let addr: SocketAddr = args[0].parse()?;
     let protocol: Protocol = args[1].parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let records: usize = args[2].parse()?;
     let devices: usize = args[3].parse()?;
-    let window: usize = args[4].parse()?;
+    let pace: Pace = args[4].parse()?;
     let seconds: u64 = args[5].parse()?;
     let mut conns = Vec::with_capacity(devices);
     for d in 0..devices {
@@ -539,7 +635,15 @@ async fn client(args: &[String]) -> Result<()> {
     let until = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|d| tokio::spawn(drive(d, records, window, until)))
+        .enumerate()
+        .map(|(k, d)| match pace {
+            Pace::Window(window) => tokio::spawn(drive(d, records, window, until)),
+            // Spread over the interval, so the devices do not report in lockstep.
+            Pace::Every(every) => {
+                let offset = every.mul_f64(k as f64 / devices.max(1) as f64);
+                tokio::spawn(drive_paced(d, records, every, started + offset, until))
+            }
+        })
         .collect();
     let mut lat = Vec::new();
     let mut frames = 0;
