@@ -652,11 +652,16 @@ impl FuelDetector {
         if end == 0 {
             return 0;
         }
+        // "Older than window_s" as one cutoff instant, so the scan compares timestamps
+        // instead of computing a duration per sample (this runs at every sample). Same
+        // test as `(last - t).num_milliseconds() / 1000 > window_s`: whole milliseconds.
         let last = self.buf[end - 1].t;
+        let window_ms = (self.cfg.window_s * 1000.0).floor();
+        let cutoff = (window_ms < 1e15).then(|| last - chrono::TimeDelta::milliseconds(window_ms as i64 + 1));
         let mut n = 0;
         for i in (0..end).rev() {
-            let age = (last - self.buf[i].t).num_milliseconds() as f64 / 1000.0;
-            if n >= self.cfg.max_window || (n >= self.cfg.min_window && age > self.cfg.window_s) {
+            let old = cutoff.is_some_and(|c| self.buf[i].t <= c);
+            if n >= self.cfg.max_window || (n >= self.cfg.min_window && old) {
                 break;
             }
             n += 1;
